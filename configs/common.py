@@ -1,0 +1,162 @@
+"""Defaults shared by every MirrorGAN config: the paper / reference values.
+
+Dataset configs (`shapes.py`, `cub.py`, `coco.py`) start from `get_base_config()`
+and override what differs. Every field carries a one-line comment: meaning, unit
+and the paper ("paper") or authors' code ("ref") value.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Returns the paper-sized MirrorGAN config (CUB values where they differ)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Global seed for parameters, noise and data order.
+
+  # ---------------------------------------------------------------- data
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'cub'  # TFDS name: 'captioned_shapes', 'cub', 'coco2014_captions'.
+  c.data.builder_config = ''  # TFDS builder config, e.g. '64' for shapes ('' = default).
+  c.data.data_dir = ''  # TFDS data dir ('' = TFDS default, ~/tensorflow_datasets).
+  c.data.manual_dir = ''  # Where the user put the raw CUB/COCO files ('' = TFDS default).
+  c.data.train_split = 'train'  # Split used for training.
+  c.data.eval_split = 'test'  # Split used for evaluation and R-precision.
+  c.data.captions_per_image = 10  # Captions kept per image (ref: CUB 10, COCO 5).
+  c.data.words_num = 18  # Caption length cap; longer captions drop random words (paper L=18).
+  c.data.random_crop_flip = True  # Resize to 76/64 of the size, random crop, flip (ref).
+  c.data.shuffle_buffer = 10_000  # Examples in the shuffle buffer.
+  c.data.prefetch = 2  # Batches prefetched by tf.data.
+  c.data.vocab_path = ''  # Vocabulary JSON ('' = build from train+test captions).
+
+  # ---------------------------------------------------------------- model
+  c.model = ml_collections.ConfigDict()
+  c.model.compute_dtype = 'float32'  # Activation dtype: 'float32' or 'bfloat16'.
+
+  c.model.text_encoder = ml_collections.ConfigDict()
+  c.model.text_encoder.embedding_dim = 300  # Word embedding size (ref 300).
+  c.model.text_encoder.hidden_size = 128  # LSTM units per direction; features are 2x (ref 128 -> 256).
+  c.model.text_encoder.dropout_rate = 0.5  # Dropout on embeddings while pretraining (ref 0.5).
+
+  c.model.image_encoder = ml_collections.ConfigDict()
+  c.model.image_encoder.backbone = 'inception_v3'  # 'inception_v3' (ref) or 'small_cnn'.
+  c.model.image_encoder.input_size = 299  # Images are resized to this before the CNN (ref 299).
+  c.model.image_encoder.small_cnn_features = (32, 64, 128, 256)  # Widths of the small CNN.
+
+  c.model.generator = ml_collections.ConfigDict()
+  c.model.generator.ngf = 32  # Visual feature channels M_i (paper 32).
+  c.model.generator.z_dim = 100  # Noise size (ref 100).
+  c.model.generator.condition_dim = 100  # Augmented sentence size D' (paper 100).
+  c.model.generator.num_stages = 3  # Generator stages (paper 3: 64, 128, 256).
+  c.model.generator.base_size = 64  # Side of the first stage's image in px (paper 64).
+  c.model.generator.num_res_blocks = 2  # Residual blocks per refinement stage (ref 2).
+  c.model.generator.glam = 'paper'  # 'paper' (Eq. 4-5), 'reference' (authors' code), 'word_only' (w/o GA).
+
+  c.model.discriminator = ml_collections.ConfigDict()
+  c.model.discriminator.ndf = 64  # Base discriminator width (ref CUB 64, COCO 96).
+
+  c.model.captioner = ml_collections.ConfigDict()
+  c.model.captioner.backbone = 'resnet152'  # 'resnet152' (ref) or 'small_cnn'.
+  c.model.captioner.input_size = 224  # Generated image resized to this for STREAM (ref 224).
+  c.model.captioner.small_cnn_features = (32, 64, 128, 256)  # Widths of the small CNN.
+  c.model.captioner.feature_dim = 256  # Image feature fed as the first LSTM input (ref 256).
+  c.model.captioner.embed_dim = 256  # Word embedding size of the decoder (ref 256).
+  c.model.captioner.hidden_size = 512  # Decoder LSTM units (ref 2 x 256 = 512).
+  c.model.captioner.max_decode_len = 20  # Longest redescription when decoding (ref 20).
+  c.model.captioner.beam_size = 3  # Beam width for beam-search redescriptions.
+
+  # ---------------------------------------------------------------- losses
+  c.loss = ml_collections.ConfigDict()
+  c.loss.stream_weight = 20.0  # lambda on L_stream (paper 20; ref yaml 10).
+  c.loss.kl_weight = 1.0  # Weight of the conditioning-augmentation KL (ref 1; not in paper).
+  c.loss.gamma1 = 4.0  # DAMSM region-attention temperature (ref 4).
+  c.loss.gamma2 = 5.0  # DAMSM word-relevance smoothing (ref 5).
+  c.loss.gamma3 = 10.0  # DAMSM logit scale (ref 10).
+
+  # ---------------------------------------------------------------- optimisers
+  c.optim = ml_collections.ConfigDict()
+  c.optim.g_learning_rate = 2e-4  # Generator Adam lr (ref 2e-4).
+  c.optim.d_learning_rate = 2e-4  # Discriminator Adam lr (ref 2e-4).
+  c.optim.b1 = 0.5  # Adam beta1 for G and D (ref 0.5).
+  c.optim.b2 = 0.999  # Adam beta2 for G and D (ref 0.999).
+  c.optim.ema_decay = 0.999  # EMA of generator parameters (ref 0.999).
+
+  # ---------------------------------------------------------------- phases
+  c.damsm = ml_collections.ConfigDict()
+  c.damsm.batch_size = 48  # Global batch for DAMSM pretraining (ref 48).
+  c.damsm.num_epochs = 600  # DAMSM epochs (ref max 600; released encoders at 200).
+  c.damsm.learning_rate = 2e-3  # Adam lr, decayed x0.98 per epoch down to 2e-4 (ref).
+  c.damsm.grad_clip = 0.25  # Global-norm clip on the text encoder only (ref 0.25).
+  c.damsm.init_text_encoder = ''  # Converted AttnGAN text encoder to start from ('' = scratch).
+  c.damsm.init_image_encoder = ''  # Converted AttnGAN image encoder to start from.
+
+  c.stream = ml_collections.ConfigDict()
+  c.stream.batch_size = 128  # Global batch for captioner pretraining (ref tutorial 128).
+  c.stream.num_epochs = 100  # Captioner epochs (not documented by the authors).
+  c.stream.learning_rate = 1e-3  # Adam lr (ref 1e-3).
+  c.stream.init_checkpoint = ''  # Converted captioner to start from ('' = scratch).
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 12  # Global GAN batch (ref CUB 12).
+  c.train.num_epochs = 650  # GAN epochs (ref CUB 650).
+  c.train.log_every_steps = 100  # Scalar summaries cadence.
+  c.train.eval_every_steps = 1000  # Sample grids cadence (ref 1000).
+  c.train.checkpoint_every_steps = 2000  # Orbax save cadence.
+  c.train.keep_checkpoints = 3  # Checkpoints kept.
+  c.train.profile_steps = ()  # Steps to capture with jax.profiler, e.g. (10, 11, 12).
+
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.mode = 'jit'  # 'jit' (Mesh, default) or 'pmap'.
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_samples = 30_000  # Images generated for IS / FID / R-precision (field protocol).
+  c.eval.batch_size = 50  # Batch for evaluation forward passes.
+  return c
+
+
+def parse_arg(arg):
+  """Parses `get_config` arguments like 'smoke' or 'smoke,stages=2' into a dict."""
+  out = {}
+  for item in (arg or '').split(','):
+    item = item.strip()
+    if not item:
+      continue
+    key, _, value = item.partition('=')
+    out[key] = value if value else True
+  return out
+
+
+def apply_smoke(c: ml_collections.ConfigDict) -> None:
+  """Shrinks any config to a seconds-long CPU run, keeping its structure."""
+  c.data.shuffle_buffer = 64
+  c.data.words_num = 12
+  c.model.text_encoder.embedding_dim = 16
+  c.model.text_encoder.hidden_size = 8
+  c.model.image_encoder.backbone = 'small_cnn'
+  c.model.image_encoder.input_size = 32
+  c.model.image_encoder.small_cnn_features = (8, 16)
+  c.model.generator.ngf = 4
+  c.model.generator.z_dim = 8
+  c.model.generator.condition_dim = 4
+  c.model.generator.num_stages = 2
+  c.model.generator.base_size = 16
+  c.model.generator.num_res_blocks = 1
+  c.model.discriminator.ndf = 4
+  c.model.captioner.backbone = 'small_cnn'
+  c.model.captioner.input_size = 32
+  c.model.captioner.small_cnn_features = (8, 16)
+  c.model.captioner.feature_dim = 16
+  c.model.captioner.embed_dim = 16
+  c.model.captioner.hidden_size = 16
+  c.model.captioner.max_decode_len = 12
+  c.model.captioner.beam_size = 2
+  c.damsm.batch_size = 8
+  c.damsm.num_epochs = 1
+  c.stream.batch_size = 8
+  c.stream.num_epochs = 1
+  c.train.batch_size = 8
+  c.train.num_epochs = 1
+  c.train.log_every_steps = 1
+  c.train.eval_every_steps = 2
+  c.train.checkpoint_every_steps = 2
+  c.eval.num_samples = 16
+  c.eval.batch_size = 8

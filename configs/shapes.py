@@ -1,0 +1,54 @@
+"""captioned_shapes: the built-in, offline dataset, sized for a laptop CPU.
+
+Three stages at 16/32/64 px with small widths and small-CNN encoders, so every
+phase (DAMSM, STREAM, GAN) trains in minutes on 2 CPU cores.
+Variants: `configs/shapes.py:smoke` (seconds, for tests).
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  """Returns the captioned_shapes config; `arg` may be 'smoke'."""
+  c = common.get_base_config()
+  c.data.name = 'captioned_shapes'
+  c.data.builder_config = '64'  # 64 px images, 20k train / 2k test.
+  c.data.captions_per_image = 8  # Every shapes image has 8 captions.
+  c.data.words_num = 18  # Shapes captions are at most ~16 words.
+  c.data.random_crop_flip = False  # A flip would make 'left of' captions false.
+  c.data.shuffle_buffer = 20_000  # The whole train split.
+
+  c.model.text_encoder.embedding_dim = 64  # Small vocabulary (~100 words).
+  c.model.text_encoder.hidden_size = 64  # 128-d word / sentence features.
+  c.model.image_encoder.backbone = 'small_cnn'
+  c.model.image_encoder.input_size = 64
+  c.model.image_encoder.small_cnn_features = (32, 64, 128)
+  c.model.generator.ngf = 16
+  c.model.generator.z_dim = 32
+  c.model.generator.condition_dim = 32
+  c.model.generator.base_size = 16  # Stages at 16, 32, 64 px.
+  c.model.generator.num_res_blocks = 1
+  c.model.discriminator.ndf = 16
+  c.model.captioner.backbone = 'small_cnn'
+  c.model.captioner.input_size = 64
+  c.model.captioner.small_cnn_features = (32, 64, 128)
+  c.model.captioner.feature_dim = 128
+  c.model.captioner.embed_dim = 64
+  c.model.captioner.hidden_size = 128
+
+  c.damsm.batch_size = 64
+  c.damsm.num_epochs = 3
+  c.stream.batch_size = 64
+  c.stream.num_epochs = 3
+  c.train.batch_size = 32
+  c.train.num_epochs = 3
+  c.train.log_every_steps = 50
+  c.train.eval_every_steps = 500
+  c.train.checkpoint_every_steps = 500
+  c.eval.num_samples = 2_000
+
+  if common.parse_arg(arg).get('smoke'):
+    common.apply_smoke(c)
+    c.data.builder_config = 'tiny'  # 96 train / 32 test images at 64 px.
+    c.data.captions_per_image = 8
+  return c

@@ -1,0 +1,1 @@
+"""MirrorGAN-JAX: text-to-image generation by redescription, in JAX/Flax."""

@@ -1,0 +1,22 @@
+"""Shared pytest set-up: CPU only, quiet TF, and the golden-tensor folder."""
+
+import os
+import pathlib
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')  # Tests never use a GPU.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='session')
+def golden_dir() -> pathlib.Path:
+  """The reference tensors, from $MIRRORGAN_GOLDEN_DIR (default ../shared/golden)."""
+  path = pathlib.Path(os.environ.get(
+      'MIRRORGAN_GOLDEN_DIR', ROOT.parent / 'shared' / 'golden'))
+  if not path.is_dir():
+    pytest.fail(f'golden tensors not found at {path}; set MIRRORGAN_GOLDEN_DIR')
+  return path

@@ -68,6 +68,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.stream_weight = 20.0  # lambda on L_stream (paper 20; ref yaml 10).
   c.loss.kl_weight = 1.0  # Weight of the conditioning-augmentation KL (ref 1; not in paper).
+  c.loss.d_mismatch_term = True  # D also scores real images with wrong captions (ref; not in paper Eq. 10).
   c.loss.gamma1 = 4.0  # DAMSM region-attention temperature (ref 4).
   c.loss.gamma2 = 5.0  # DAMSM word-relevance smoothing (ref 5).
   c.loss.gamma3 = 10.0  # DAMSM logit scale (ref 10).

@@ -1,0 +1,1 @@
+"""Datasets and input pipelines (importing this package registers the TFDS builders)."""

@@ -14,6 +14,7 @@ def get_config(arg=None):
   c = common.get_base_config()
   c.data.name = 'coco2014_captions'
   c.data.captions_per_image = 5  # COCO: first 5 captions per image (ref).
+  c.data.cache = False  # ~13 GB of JPEGs: read from disk each epoch.
   c.data.words_num = 18  # Paper L = 18 (AttnGAN COCO used 12).
   c.model.generator.ngf = 48  # AttnGAN COCO GF_DIM.
   c.model.generator.num_res_blocks = 3  # AttnGAN COCO R_NUM.

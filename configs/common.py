@@ -25,6 +25,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.words_num = 18  # Caption length cap; longer captions drop random words (paper L=18).
   c.data.random_crop_flip = True  # Resize to 76/64 of the size, random crop, flip (ref).
   c.data.shuffle_buffer = 10_000  # Examples in the shuffle buffer.
+  c.data.cache = True  # Keep the encoded train records in memory (False for COCO).
   c.data.prefetch = 2  # Batches prefetched by tf.data.
   c.data.vocab_path = ''  # Vocabulary JSON ('' = build from train+test captions).
 

@@ -1,0 +1,235 @@
+"""tf.data input pipelines: deterministic, resumable, sharded per process.
+
+`create_datasets(config, vocab)` gives an endless train iterator and a
+re-iterable eval set of numpy batches (dicts):
+
+  image_<s>        float32 [B, s, s, 3] in [-1, 1], one per generator stage size s
+  caption_ids      int32 [B, words_num], zero padded; caption_len int32 [B]
+  mismatch_ids     a caption of another image of the batch (the D's wrong-pair
+  mismatch_len     term): the batch's captions rolled by one
+  class_id         int32 [B] (DAMSM same-class negatives)
+  eval only: all_caption_ids [B, N, words_num], all_caption_len [B, N] and
+             mask bool [B] (False on the padding of the last batch)
+
+Order and randomness are a pure function of (config.seed, epoch, position):
+each epoch is a seeded shuffle of the (undecoded) examples, and every random
+choice (caption, dropped words, crop, flip) uses a stateless seed made from the
+example's epoch and position. `start_step` therefore resumes exactly where an
+uninterrupted run would be, by skipping undecoded records (cheap).
+"""
+
+import dataclasses
+from typing import Iterable, Iterator
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import preprocessing
+
+Batch = dict[str, np.ndarray]
+_FEATURES = ('image', 'captions', 'class_id')
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What the training loop needs to know about the data."""
+  image_sizes: tuple[int, ...]  # Real image sides, one per generator stage.
+  local_batch_size: int  # Examples per batch on this process.
+  steps_per_epoch: int  # Train batches per epoch (every process agrees).
+  num_train_examples: int  # In the whole train split.
+  num_eval_examples: int  # In the whole eval split.
+
+
+def stage_sizes(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """Image sides of the generator stages, e.g. (64, 128, 256)."""
+  g = config.model.generator
+  return tuple(g.base_size * 2**i for i in range(g.num_stages))
+
+
+def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder of `config.data` (builds it offline if needed)."""
+  import mirrorgan_jax.data  # pylint: disable=g-import-not-at-top,unused-import  # registers builders
+  d = config.data
+  name = f'{d.name}/{d.builder_config}' if d.builder_config else d.name
+  builder = tfds.builder(name, data_dir=d.data_dir or None)
+  download_config = tfds.download.DownloadConfig(manual_dir=d.manual_dir or None)
+  builder.download_and_prepare(download_config=download_config)
+  return builder
+
+
+def _read(builder, split: str) -> tf.data.Dataset:
+  """Records of `split` in file order, images left encoded (decoded later)."""
+  ds = builder.as_dataset(
+      split=split, shuffle_files=False,
+      decoders={'image': tfds.decode.SkipDecoding()},
+      read_config=tfds.ReadConfig(interleave_cycle_length=1))
+  return ds.map(lambda ex: {k: ex[k] for k in _FEATURES})
+
+
+def build_vocabulary(config: ml_collections.ConfigDict) -> vocab_lib.Vocabulary:
+  """Vocabulary of every train + eval caption (reference §1.1), or the given file."""
+  if config.data.vocab_path:
+    return vocab_lib.Vocabulary.load(config.data.vocab_path)
+  builder = get_builder(config)
+  captions = []
+  for split in (config.data.train_split, config.data.eval_split):
+    ds = builder.as_dataset(split=split, decoders={'image': tfds.decode.SkipDecoding()})
+    for batch in tfds.as_numpy(ds.map(lambda ex: ex['captions']).batch(1024)):
+      captions.extend(c.decode('utf-8') for c in batch.reshape(-1))
+  vocab = vocab_lib.Vocabulary.build(captions)
+  logging.info('Built a vocabulary of %d words from %d captions.', len(vocab), len(captions))
+  return vocab
+
+
+def _example_seed(seed: int, epoch: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+  """Stateless seed of one example from (run seed, epoch, position in epoch)."""
+  return tf.stack([tf.constant(seed, tf.int64),
+                   tf.cast(epoch, tf.int64) * (1 << 32) + tf.cast(position, tf.int64)])
+
+
+class _Preprocessor:
+  """Turns a raw record into model inputs (train: random; eval: deterministic)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, vocab: vocab_lib.Vocabulary):
+    self.config = config
+    self.sizes = stage_sizes(config)
+    self.table = preprocessing.make_lookup_table(vocab)
+
+  def _image(self, encoded: tf.Tensor, seed: tf.Tensor | None) -> dict[str, tf.Tensor]:
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    size = self.sizes[-1]
+    if self.config.data.random_crop_flip:
+      image = preprocessing.crop_and_flip(image, size, seed)
+    else:
+      image = preprocessing.resize_square(tf.cast(image, tf.float32), size)
+    return preprocessing.image_pyramid(image, self.sizes)
+
+  def _captions(self, captions: tf.Tensor) -> tf.Tensor:
+    n = self.config.data.captions_per_image
+    tf.debugging.assert_greater_equal(
+        tf.shape(captions)[0], n, message=f'an example has fewer than {n} captions')
+    return captions[:n]
+
+  def train(self, epoch, position, ex) -> dict[str, tf.Tensor]:
+    seed = _example_seed(self.config.seed, epoch, position)
+    image_seed, choice_seed, drop_seed = preprocessing.split_seed(seed, 3)
+    captions = self._captions(ex['captions'])
+    choice = tf.random.stateless_uniform(
+        [], choice_seed, 0, tf.shape(captions)[0], dtype=tf.int32)
+    ids, length = preprocessing.encode_caption(
+        captions[choice], self.table, self.config.data.words_num, drop_seed)
+    out = self._image(ex['image'], image_seed)
+    out.update(caption_ids=ids, caption_len=length,
+               class_id=tf.cast(ex['class_id'], tf.int32))
+    return out
+
+  def eval(self, position, ex) -> dict[str, tf.Tensor]:
+    seed = _example_seed(self.config.seed, -1, position)
+    captions = self._captions(ex['captions'])
+    seeds = tf.random.experimental.stateless_split(seed, self.config.data.captions_per_image)
+    ids, lengths = tf.map_fn(
+        lambda args: preprocessing.encode_caption(
+            args[0], self.table, self.config.data.words_num, args[1]),
+        (captions, seeds), fn_output_signature=(tf.int32, tf.int32))
+    out = self._image(ex['image'], None)
+    out.update(caption_ids=ids[0], caption_len=lengths[0], all_caption_ids=ids,
+               all_caption_len=lengths, class_id=tf.cast(ex['class_id'], tf.int32),
+               mask=tf.constant(True))
+    return out
+
+
+def _add_mismatch(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  batch['mismatch_ids'] = tf.roll(batch['caption_ids'], 1, axis=0)
+  batch['mismatch_len'] = tf.roll(batch['caption_len'], 1, axis=0)
+  return batch
+
+
+def _pad_batch(batch: dict[str, tf.Tensor], size: int) -> dict[str, tf.Tensor]:
+  """Pads a short final eval batch to `size` rows (mask False on the padding)."""
+  def pad(x):
+    missing = size - tf.shape(x)[0]
+    return tf.pad(x, [[0, missing]] + [[0, 0]] * (len(x.shape) - 1))
+  return {k: pad(v) for k, v in batch.items()}
+
+
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = 0  # Use TF's shared pool.
+  options.experimental_optimization.map_parallelization = True
+  return options
+
+
+def _process_split(split: str, index: int, count: int, drop_remainder: bool) -> str:
+  return tfds.even_splits(split, n=count, drop_remainder=drop_remainder)[index]
+
+
+def create_datasets(
+    config: ml_collections.ConfigDict, vocab: vocab_lib.Vocabulary, *,
+    start_step: int = 0, batch_size: int | None = None,
+    process_index: int | None = None, process_count: int | None = None,
+) -> tuple[Iterator[Batch], Iterable[Batch], DataInfo]:
+  """Builds the train iterator, the eval iterable and their description.
+
+  Args:
+    config: the experiment config (uses `data`, `model.generator`, `seed`).
+    vocab: maps caption words to ids (words outside it are dropped).
+    start_step: number of train batches already consumed (resume).
+    batch_size: global batch size; default `config.train.batch_size`.
+    process_index: this process (default `jax.process_index()`).
+    process_count: processes (default `jax.process_count()`).
+  Returns:
+    (train iterator of numpy batches, eval iterable of numpy batches, DataInfo).
+  """
+  pindex = jax.process_index() if process_index is None else process_index
+  pcount = jax.process_count() if process_count is None else process_count
+  global_batch = batch_size or config.train.batch_size
+  if global_batch % pcount:
+    raise ValueError(f'batch size {global_batch} is not divisible by {pcount} processes')
+  local_batch = global_batch // pcount
+  builder = get_builder(config)
+  prep = _Preprocessor(config, vocab)
+
+  train_split = _process_split(config.data.train_split, pindex, pcount, True)
+  num_local = builder.info.splits[train_split].num_examples
+  steps_per_epoch = num_local // local_batch
+  if steps_per_epoch == 0:
+    raise ValueError(f'split {train_split!r} has {num_local} examples, fewer than '
+                     f'one batch of {local_batch}')
+  base = _read(builder, train_split)
+  if config.data.cache:
+    base = base.cache()  # Encoded records only: decoding happens after the skip.
+  seed = config.seed
+
+  def epoch_dataset(epoch):
+    ds = base.shuffle(min(config.data.shuffle_buffer, num_local),
+                      seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+    ds = ds.take(steps_per_epoch * local_batch).enumerate()
+    return ds.map(lambda position, ex: (epoch, position, ex))
+
+  start_epoch, offset = divmod(start_step, steps_per_epoch)
+  train = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_dataset)
+  train = train.skip(offset * local_batch)
+  train = train.map(prep.train, num_parallel_calls=tf.data.AUTOTUNE)
+  train = train.batch(local_batch, drop_remainder=True).map(_add_mismatch)
+  train = train.prefetch(config.data.prefetch).with_options(_options())
+
+  eval_split = _process_split(config.data.eval_split, pindex, pcount, False)
+  eval_ds = _read(builder, eval_split).enumerate()
+  eval_ds = eval_ds.map(prep.eval, num_parallel_calls=tf.data.AUTOTUNE)
+  eval_ds = eval_ds.batch(local_batch).map(lambda b: _add_mismatch(_pad_batch(b, local_batch)))
+  eval_ds = eval_ds.prefetch(config.data.prefetch).with_options(_options())
+
+  info = DataInfo(
+      image_sizes=stage_sizes(config), local_batch_size=local_batch,
+      steps_per_epoch=steps_per_epoch,
+      num_train_examples=builder.info.splits[config.data.train_split].num_examples,
+      num_eval_examples=builder.info.splits[config.data.eval_split].num_examples)
+  return iter(tfds.as_numpy(train)), tfds.as_numpy(eval_ds), info
+

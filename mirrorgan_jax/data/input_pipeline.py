@@ -53,7 +53,6 @@ def stage_sizes(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 
 def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder of `config.data` (builds it offline if needed)."""
-  import mirrorgan_jax.data  # pylint: disable=g-import-not-at-top,unused-import  # registers builders
   d = config.data
   name = f'{d.name}/{d.builder_config}' if d.builder_config else d.name
   builder = tfds.builder(name, data_dir=d.data_dir or None)

@@ -1,0 +1,54 @@
+"""Checkpointer: save/restore, fallback from a corrupt newest step, artifacts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mirrorgan_jax import checkpointing
+from mirrorgan_jax import vocab as vocab_lib
+
+
+def _state(x):
+  return {'w': jnp.full((3, 2), x, jnp.float32), 'step': jnp.array(int(x), jnp.int32)}
+
+
+def test_save_restore_keep_n(tmp_path):
+  ckpt = checkpointing.Checkpointer(tmp_path / 'ckpt', max_to_keep=2)
+  assert ckpt.restore(jax.eval_shape(lambda: _state(0))) is None
+  for step in (1, 2, 3):
+    ckpt.save(step, _state(step), {'epoch': step})
+  ckpt.wait()
+  state, meta, step = ckpt.restore(jax.eval_shape(lambda: _state(0)))
+  assert step == 3 and meta == {'epoch': 3}
+  np.testing.assert_array_equal(state['w'], np.full((3, 2), 3.0))
+  assert sorted(ckpt.manager.all_steps()) == [2, 3]
+  ckpt.close()
+
+
+def test_corrupt_newest_falls_back_to_previous(tmp_path, caplog):
+  ckpt = checkpointing.Checkpointer(tmp_path / 'ckpt', max_to_keep=3, asynchronous=False)
+  ckpt.save(1, _state(1))
+  ckpt.save(2, _state(2))
+  ckpt.wait()
+  # Corrupt every data file of step 2.
+  for f in (tmp_path / 'ckpt' / '2' / 'state').rglob('*'):
+    if f.is_file():
+      f.write_bytes(b'garbage')
+  state, _, step = ckpt.restore(jax.eval_shape(lambda: _state(0)))
+  assert step == 1
+  np.testing.assert_array_equal(state['w'], np.ones((3, 2)))
+  assert 'cannot be restored' in caplog.text
+
+
+def test_artifact_round_trip_and_errors(tmp_path):
+  vocab = vocab_lib.Vocabulary.build(['a red star'])
+  variables = {'params': {'w': np.arange(6, dtype=np.float32).reshape(2, 3)}}
+  checkpointing.save_artifact(tmp_path / 'art', variables, vocab, {'phase': 'damsm'})
+  assert checkpointing.artifact_exists(tmp_path / 'art')
+  got, got_vocab, meta = checkpointing.load_artifact(tmp_path / 'art')
+  np.testing.assert_array_equal(got['params']['w'], variables['params']['w'])
+  assert got_vocab == vocab and meta == {'phase': 'damsm'}
+  (tmp_path / 'art' / 'vocab.json').unlink()
+  with pytest.raises(FileNotFoundError, match='vocab.json'):
+    checkpointing.load_artifact(tmp_path / 'art')

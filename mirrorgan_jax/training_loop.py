@@ -1,0 +1,183 @@
+"""The loop shared by every training phase (DAMSM, STREAM, GAN).
+
+A phase supplies its state, its compiled step and a batch source; this loop adds
+what every phase needs: resume from the newest good checkpoint, periodic and
+final saves, SIGTERM (preemption) saves, a NaN/Inf guard that stops before a bad
+state is saved, clu summaries (process 0 only), progress with steps/s and ETA,
+and `jax.profiler` traces of chosen steps.
+"""
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Iterator
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+from etils import epath
+import jax
+import numpy as np
+
+from mirrorgan_jax import checkpointing
+
+State = Any
+Batch = Any
+Metrics = dict[str, Any]
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A loss became NaN or Inf; training stopped, the last good checkpoint kept."""
+
+
+@dataclasses.dataclass
+class Phase:
+  """What a training phase plugs into `run`.
+
+  Attributes:
+    name: 'damsm', 'stream' or 'gan'; also the workdir sub-directory.
+    num_steps: total train steps of the phase.
+    init_state: builds a fresh state on the devices (also the restore template).
+    train_step: (state, batch) -> (state, metrics of device scalars).
+    batches: start_step -> iterator of batches ready for `train_step`.
+    evaluate: optional (state, step, writer) -> None, run every `eval_every`
+      steps and at the end; writes its own summaries.
+    eval_every: steps between evaluations (0 = only at the end).
+    log_every: steps between scalar summaries.
+    checkpoint_every: steps between saves (always saved at the end).
+    keep_checkpoints: checkpoints kept.
+    profile_steps: steps traced with jax.profiler (first..last, inclusive).
+    on_start: optional (state, writer) -> None, e.g. a parameter overview.
+  """
+  name: str
+  num_steps: int
+  init_state: Callable[[], State]
+  train_step: Callable[[State, Batch], tuple[State, Metrics]]
+  batches: Callable[[int], Iterator[Batch]]
+  evaluate: Callable[[State, int, Any], None] | None = None
+  eval_every: int = 0
+  log_every: int = 100
+  checkpoint_every: int = 1000
+  keep_checkpoints: int = 3
+  profile_steps: tuple[int, ...] = ()
+  on_start: Callable[[State, Any], None] | None = None
+
+
+def host_metrics(metrics: Metrics) -> dict[str, float]:
+  """Device scalars -> Python floats."""
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def check_finite(metrics: dict[str, float], step: int, phase: str) -> None:
+  """Raises `NonFiniteLossError` naming every NaN/Inf metric."""
+  bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+  if bad:
+    raise NonFiniteLossError(
+        f'{phase}: non-finite value of {", ".join(bad)} at step {step} '
+        f'({ {k: metrics[k] for k in bad} }). Training stopped; the last good '
+        'checkpoint is kept. Lower the learning rate or check the inputs.')
+
+
+def create_writer(logdir: epath.Path) -> metric_writers.MetricWriter:
+  """TensorBoard + console writer; only process 0 writes files."""
+  return metric_writers.create_default_writer(
+      logdir, just_logging=jax.process_index() > 0, asynchronous=True)
+
+
+class _Profiler:
+  """Traces the steps `first..last` of `steps` into `logdir` (process 0)."""
+
+  def __init__(self, steps: tuple[int, ...], logdir: epath.Path):
+    self.first = min(steps) if steps else None
+    self.last = max(steps) if steps else None
+    self.logdir = logdir
+    self.active = False
+
+  def before(self, step: int) -> None:
+    if step == self.first and jax.process_index() == 0:
+      jax.profiler.start_trace(str(self.logdir))
+      self.active = True
+
+  def after(self, step: int, state: State) -> None:
+    if self.active and step >= self.last:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.active = False
+      logging.info('Profile of steps %d-%d written under %s.', self.first, self.last,
+                   self.logdir)
+
+
+def run(phase: Phase, workdir: epath.Path | str) -> State:
+  """Trains `phase` to `phase.num_steps`, resuming from its checkpoints.
+
+  Returns:
+    The final state (also saved as the last checkpoint).
+  Raises:
+    NonFiniteLossError: a metric became NaN/Inf (nothing bad was saved).
+  """
+  logdir = epath.Path(workdir) / phase.name
+  ckpt = checkpointing.Checkpointer(logdir / 'checkpoints', max_to_keep=phase.keep_checkpoints)
+  state = phase.init_state()
+  restored = ckpt.restore(state)
+  start = 0
+  if restored is not None:
+    state, _, start = restored
+  logging.info('%s: %s at step %d of %d.', phase.name,
+               'resuming' if start else 'starting', start, phase.num_steps)
+  writer = create_writer(logdir)
+  if phase.on_start is not None and start == 0:
+    phase.on_start(state, writer)
+  if start >= phase.num_steps:
+    ckpt.close()
+    writer.close()
+    return state
+
+  progress = periodic_actions.ReportProgress(
+      num_train_steps=phase.num_steps, writer=writer, every_steps=phase.log_every,
+      every_secs=None)
+  profiler = _Profiler(tuple(phase.profile_steps), logdir / 'profile')
+  preemption = checkpointing.PreemptionFlag()
+  batches = phase.batches(start)
+  pending = None  # Metrics of the previous step, checked one step late.
+  window: list[dict[str, float]] = []
+  t0 = time.time()
+  try:
+    for step in range(start + 1, phase.num_steps + 1):
+      profiler.before(step)
+      with jax.profiler.StepTraceAnnotation(phase.name, step_num=step):
+        state, metrics = phase.train_step(state, next(batches))
+      if pending is not None:  # Fetching last step's metrics keeps one step in flight.
+        check_finite(pending[1], pending[0], phase.name)
+        window.append(pending[1])
+      pending = (step, host_metrics(metrics))
+      profiler.after(step, state)
+      progress(step)
+      last = step == phase.num_steps
+      if step % phase.log_every == 0 or last or preemption.requested:
+        check_finite(pending[1], step, phase.name)
+        window.append(pending[1])
+        pending = None
+        summary = {f'train/{k}': float(np.mean([m[k] for m in window])) for k in window[0]}
+        writer.write_scalars(step, summary)
+        window = []
+      if step % phase.checkpoint_every == 0 or last or preemption.requested:
+        if pending is not None:
+          check_finite(pending[1], step, phase.name)
+        with progress.timed('checkpoint'):
+          ckpt.save(step, state, {'phase': phase.name, 'step': step})
+      if phase.evaluate is not None and (
+          last or (phase.eval_every and step % phase.eval_every == 0)):
+        with progress.timed('eval'):
+          phase.evaluate(state, step, writer)
+      if preemption.requested:
+        ckpt.wait()
+        logging.warning('%s: stopped by SIGTERM at step %d after saving.', phase.name, step)
+        raise SystemExit(143)
+  finally:
+    preemption.restore_handler()
+    ckpt.close()
+    writer.flush()
+    writer.close()
+  logging.info('%s: %d steps in %.1f s.', phase.name, phase.num_steps - start,
+               time.time() - t0)
+  return state

@@ -1,0 +1,277 @@
+"""The MirrorGAN train step: update every D, then G against the updated Ds.
+
+`make_train_step(config, models, frozen)` returns `train_step(state, batch) ->
+(state, metrics)`. The frozen text encoder and captioner variables live in that
+closure but enter the compiled program as an argument (never as constants,
+never donated, never checkpointed). Per step (reference §6 order):
+
+1. Encode the caption and the mismatched caption with the frozen text encoder.
+2. Run G once under `jax.vjp` (BatchNorm in train mode, statistics updated once).
+3. D update: real, generated (gradient stopped) and real-with-wrong-caption
+   logits at every scale; one Adam over all Ds (= one Adam per D).
+4. G update: the G loss is a function of G's outputs, scored by the *updated* Ds
+   (train mode, their BN statistics move, as in the reference), plus
+   lambda * L_stream of the frozen captioner on the last image (gradients flow
+   through the captioner's activations into the image) and the KL term; its
+   gradient w.r.t. the outputs is pulled back through G.
+5. EMA of G's parameters.
+
+Data parallel: `parallel.mode='jit'` compiles the global-batch program over a
+`data` Mesh; `'pmap'` runs the same function per device with `axis_name`, so
+gradients, the token-mean caption loss and BatchNorm statistics are averaged
+over devices, and the noise of each device is its slice of the global draw:
+both modes compute what one device computes on the same global batch.
+"""
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from mirrorgan_jax import losses
+from mirrorgan_jax import parallel
+from mirrorgan_jax.data import preprocessing
+from mirrorgan_jax.models import factory
+
+
+@flax.struct.dataclass
+class GanState:
+  """Everything the GAN phase checkpoints (frozen networks excluded)."""
+  step: jax.Array
+  rng: jax.Array  # Raw uint32[2] key; per-step keys fold in `step`.
+  g_params: Any
+  g_batch_stats: Any
+  g_opt_state: Any
+  ema_g_params: Any
+  d_params: dict[str, Any]  # Keyed 'd<size>', e.g. 'd64'.
+  d_batch_stats: dict[str, Any]
+  d_opt_state: Any
+
+
+@flax.struct.dataclass
+class Frozen:
+  """Variables of the pretrained, frozen networks (not trained, not saved here)."""
+  text_encoder: Any
+  captioner: Any
+
+
+def _adam(config: ml_collections.ConfigDict, learning_rate: float):
+  return optax.adam(learning_rate, b1=config.optim.b1, b2=config.optim.b2)
+
+
+def create_state(config: ml_collections.ConfigDict, models: factory.Models,
+                 rng: jax.Array) -> GanState:
+  """Fresh G and D variables and optimiser states (reference initialisation)."""
+  g_key, d_key, noise_key, state_key = jax.random.split(rng, 4)
+  g_cfg = config.model.generator
+  batch, words = 2, config.data.words_num
+  feat = 2 * config.model.text_encoder.hidden_size
+  g_vars = models.generator.init(
+      {'params': g_key, 'noise': noise_key}, jnp.zeros((batch, g_cfg.z_dim)),
+      jnp.zeros((batch, feat)), jnp.zeros((batch, words, feat)),
+      lengths=jnp.full((batch,), words), train=False)
+  d_params, d_stats = {}, {}
+  for key, disc in models.discriminators.items():
+    d_key, sub = jax.random.split(d_key)
+    size = disc.image_size
+    v = disc.init(sub, jnp.zeros((batch, size, size, 3)), jnp.zeros((batch, feat)))
+    d_params[key], d_stats[key] = v['params'], v['batch_stats']
+  g_tx = _adam(config, config.optim.g_learning_rate)
+  d_tx = _adam(config, config.optim.d_learning_rate)
+  return GanState(
+      step=jnp.zeros((), jnp.int32), rng=state_key,
+      g_params=g_vars['params'], g_batch_stats=g_vars['batch_stats'],
+      g_opt_state=g_tx.init(g_vars['params']), ema_g_params=g_vars['params'],
+      d_params=d_params, d_batch_stats=d_stats, d_opt_state=d_tx.init(d_params))
+
+
+def _normal(key, local_shape, axis_name):
+  """N(0, 1) noise; under pmap, this device's slice of the global draw."""
+  if axis_name is None:
+    return jax.random.normal(key, local_shape)
+  n = jax.lax.psum(1, axis_name)
+  full = jax.random.normal(key, (local_shape[0] * n,) + tuple(local_shape[1:]))
+  start = jax.lax.axis_index(axis_name) * local_shape[0]
+  return jax.lax.dynamic_slice_in_dim(full, start, local_shape[0])
+
+
+def _mean(x, axis_name):
+  return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+
+def _token_mean_weight(lengths, axis_name):
+  """Rescales a device's token-mean loss so the device mean is the global token mean."""
+  if axis_name is None:
+    return 1.0
+  count = jnp.sum(lengths).astype(jnp.float32)
+  return count / jax.lax.pmean(count, axis_name)
+
+
+def _d_scores(disc, variables, real, fake, sentence, wrong_sentence):
+  """Logits of one D on real, fake and real-with-wrong-caption inputs.
+
+  Each call runs in train mode and threads the BatchNorm statistics through,
+  as the reference calls its D separately on real and on fake images.
+  """
+  params, stats = variables['params'], variables['batch_stats']
+
+  def call(method, *args):
+    nonlocal stats
+    out, mutated = disc.apply({'params': params, 'batch_stats': stats}, *args,
+                              method=method, mutable=['batch_stats'])
+    stats = mutated['batch_stats']
+    return out
+
+  real_code = call('encode', real, True)
+  fake_code = call('encode', fake, True)
+  logits = {
+      'real_uncond': disc.apply({'params': params}, real_code, method='uncond_logits'),
+      'real_cond': call('cond_logits', real_code, sentence, True),
+      'wrong_cond': call('cond_logits', real_code, wrong_sentence, True),
+      'fake_uncond': disc.apply({'params': params}, fake_code, method='uncond_logits'),
+      'fake_cond': call('cond_logits', fake_code, sentence, True),
+  }
+  return logits, stats
+
+
+def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch):
+  """One MirrorGAN step (see the module docstring); `axis_name` set under pmap."""
+  g_cfg = config.model.generator
+  ids, lengths = batch['caption_ids'], batch['caption_len']
+  local_batch = ids.shape[0]
+  key = jax.random.fold_in(state.rng, state.step)
+  z_key, eps_key = jax.random.split(key)
+  z = _normal(z_key, (local_batch, g_cfg.z_dim), axis_name)
+  eps = _normal(eps_key, (local_batch, g_cfg.condition_dim), axis_name)
+
+  with jax.named_scope('text_encoder'):
+    encode = functools.partial(models.text_encoder.apply, frozen.text_encoder, train=False)
+    words, sentence = jax.lax.stop_gradient(encode(ids, lengths))
+    _, wrong_sentence = jax.lax.stop_gradient(
+        encode(batch['mismatch_ids'], batch['mismatch_len']))
+
+  def generate(g_params):
+    out, mutated = models.generator.apply(
+        {'params': g_params, 'batch_stats': state.g_batch_stats}, z, sentence, words,
+        lengths=lengths, train=True, eps=eps, mutable=['batch_stats'])
+    return (tuple(out['images']), out['mu'], out['logvar']), mutated['batch_stats']
+
+  with jax.named_scope('G_forward'):
+    g_outputs, g_pullback, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
+  fakes = g_outputs[0]
+  reals = [batch[preprocessing.image_key(d.image_size)]
+           for d in models.discriminators.values()]
+
+  def d_loss_fn(d_params):
+    total, aux, new_stats = 0.0, {}, {}
+    for (name, disc), real, fake in zip(models.discriminators.items(), reals, fakes):
+      logits, new_stats[name] = _d_scores(
+          disc, {'params': d_params[name], 'batch_stats': state.d_batch_stats[name]},
+          real, jax.lax.stop_gradient(fake), sentence, wrong_sentence)
+      loss, terms = losses.discriminator_loss(
+          **logits, mismatch_term=config.loss.d_mismatch_term)
+      total += loss
+      aux[f'd_loss/{name}'] = loss
+      aux.update({f'{k}/{name}': v for k, v in terms.items() if k.startswith('acc')})
+    return total, (aux, new_stats)
+
+  d_tx = _adam(config, config.optim.d_learning_rate)
+  with jax.named_scope('D_update'):
+    (d_loss, (d_aux, d_batch_stats)), d_grads = jax.value_and_grad(
+        d_loss_fn, has_aux=True)(state.d_params)
+    d_grads = _mean(d_grads, axis_name)
+    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+
+  def g_loss_fn(outputs):
+    images, mu, logvar = outputs
+    adv, aux, stats = [], {}, {}
+    for (name, disc), fake in zip(models.discriminators.items(), images):
+      v = {'params': d_params[name], 'batch_stats': d_batch_stats[name]}
+      code, mutated = disc.apply(v, fake, True, method='encode', mutable=['batch_stats'])
+      v = {'params': d_params[name], 'batch_stats': mutated['batch_stats']}
+      uncond = disc.apply(v, code, method='uncond_logits')
+      cond, mutated = disc.apply(v, code, sentence, True, method='cond_logits',
+                                 mutable=['batch_stats'])
+      stats[name] = mutated['batch_stats']
+      adv.append(losses.generator_adversarial_loss(uncond, cond))
+      aux[f'g_adv/{name}'] = adv[-1]
+    with jax.named_scope('STREAM'):
+      logits = models.captioner.apply(frozen.captioner, images[-1], ids, lengths,
+                                      train=False)
+      caption_ce = losses.caption_loss(logits, ids, lengths)
+      caption_ce = caption_ce * _token_mean_weight(lengths, axis_name)
+    total, g_aux = losses.generator_loss(
+        adv, caption_ce, losses.kl_loss(mu, logvar), config.loss.stream_weight,
+        config.loss.kl_weight)
+    aux.update({k: g_aux[k] for k in ('caption_ce', 'kl')})
+    return total, (aux, stats)
+
+  g_tx = _adam(config, config.optim.g_learning_rate)
+  with jax.named_scope('G_update'):
+    (g_loss, (g_aux, d_batch_stats)), out_grads = jax.value_and_grad(
+        g_loss_fn, has_aux=True)(g_outputs)
+    (g_grads,) = g_pullback(out_grads)
+    g_grads = _mean(g_grads, axis_name)
+    g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, g_updates)
+    decay = config.optim.ema_decay
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_g_params,
+                       g_params)
+
+  new_state = state.replace(
+      step=state.step + 1, g_params=g_params, g_batch_stats=g_batch_stats,
+      g_opt_state=g_opt_state, ema_g_params=ema, d_params=d_params,
+      d_batch_stats=d_batch_stats, d_opt_state=d_opt_state)
+  metrics = {'d_loss': d_loss, 'g_loss': g_loss, **d_aux, **g_aux,
+             'g_grad_norm': optax.global_norm(g_grads),
+             'd_grad_norm': optax.global_norm(d_grads),
+             'g_learning_rate': jnp.asarray(config.optim.g_learning_rate),
+             'd_learning_rate': jnp.asarray(config.optim.d_learning_rate)}
+  return new_state, _mean(metrics, axis_name)
+
+
+def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
+                    frozen: Frozen, mesh: jax.sharding.Mesh | None = None):
+  """Compiles the GAN step for `config.parallel.mode` and binds the frozen nets.
+
+  Args:
+    config: experiment config.
+    models: modules built by `factory.create_models` (with `bn_axis_name` =
+      `parallel.PMAP_AXIS` for pmap mode).
+    frozen: text encoder and captioner variables; placed on the devices once
+      (replicated) and passed to the compiled step as an argument each call.
+    mesh: the device mesh for 'jit' mode (default: all devices).
+  Returns:
+    train_step(state, batch) -> (state, metrics). In 'jit' mode `state` is
+    replicated over the mesh and `batch` a host-local numpy batch; in 'pmap'
+    mode `state` carries a leading device axis (`parallel.replicate_for_pmap`).
+  """
+  mode = config.parallel.mode
+  if mode == 'jit':
+    mesh = mesh or parallel.create_mesh()
+    rep = parallel.replicated(mesh)
+    step = jax.jit(
+        functools.partial(_gan_step, config, models, None),
+        in_shardings=(rep, rep, parallel.batch_sharded(mesh)),
+        out_shardings=(rep, rep), donate_argnums=0)
+    frozen_on_device = parallel.replicate(frozen, mesh)
+
+    def train_step(state, batch):
+      return step(state, frozen_on_device, parallel.global_batch(batch, mesh))
+  elif mode == 'pmap':
+    step = jax.pmap(functools.partial(_gan_step, config, models, parallel.PMAP_AXIS),
+                    axis_name=parallel.PMAP_AXIS, donate_argnums=0)
+    frozen_on_device = parallel.replicate_for_pmap(frozen)
+
+    def train_step(state, batch):
+      return step(state, frozen_on_device, parallel.split_for_pmap(batch))
+  else:
+    raise ValueError(f"parallel.mode must be 'jit' or 'pmap', got {mode!r}")
+  train_step.compiled = step  # For tests and the benchmark (lowering, HLO size).
+  train_step.frozen = frozen_on_device
+  return train_step

@@ -1,0 +1,72 @@
+"""Builds every MirrorGAN network from `config.model` (one place, no duplication)."""
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from mirrorgan_jax.models import captioner as captioner_lib
+from mirrorgan_jax.models import discriminators
+from mirrorgan_jax.models import generator
+from mirrorgan_jax.models import image_encoder as image_encoder_lib
+from mirrorgan_jax.models import text_encoder as text_encoder_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """The module definitions (no parameters) of one experiment."""
+  text_encoder: nn.Module  # STEM text side.
+  image_encoder: nn.Module  # STEM (DAMSM) image side.
+  generator: nn.Module  # GLAM cascade with conditioning augmentation.
+  discriminators: dict[str, nn.Module]  # 'd<size>' -> D, smallest first.
+  captioner: nn.Module  # STREAM.
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
+  """`config.model.compute_dtype` as a dtype ('float32' or 'bfloat16')."""
+  name = config.model.compute_dtype
+  if name not in ('float32', 'bfloat16'):
+    raise ValueError(f"model.compute_dtype must be 'float32' or 'bfloat16', got {name!r}")
+  return jnp.dtype(name)
+
+
+def create_models(config: ml_collections.ConfigDict, vocab_size: int,
+                  bn_axis_name: str | None = None) -> Models:
+  """Module definitions for `config`.
+
+  Args:
+    config: experiment config (`model` section).
+    vocab_size: words in the vocabulary (embedding and output layers).
+    bn_axis_name: pmap axis for cross-device BatchNorm (None under jit).
+  """
+  m = config.model
+  dtype = compute_dtype(config)
+  g = m.generator
+  sizes = [g.base_size * 2**i for i in range(g.num_stages)]
+  return Models(
+      text_encoder=text_encoder_lib.TextEncoder(
+          vocab_size=vocab_size, embedding_dim=m.text_encoder.embedding_dim,
+          hidden_size=m.text_encoder.hidden_size,
+          dropout_rate=m.text_encoder.dropout_rate, dtype=dtype),
+      image_encoder=image_encoder_lib.ImageEncoder(
+          backbone=m.image_encoder.backbone, input_size=m.image_encoder.input_size,
+          features=2 * m.text_encoder.hidden_size,
+          small_cnn_features=tuple(m.image_encoder.small_cnn_features), dtype=dtype,
+          bn_axis_name=bn_axis_name),
+      generator=generator.Generator(
+          ngf=g.ngf, z_dim=g.z_dim, condition_dim=g.condition_dim,
+          num_stages=g.num_stages, base_size=g.base_size,
+          num_res_blocks=g.num_res_blocks, glam=g.glam, dtype=dtype,
+          bn_axis_name=bn_axis_name),
+      discriminators={
+          f'd{s}': discriminators.Discriminator(
+              image_size=s, ndf=m.discriminator.ndf, dtype=dtype,
+              bn_axis_name=bn_axis_name) for s in sizes},
+      captioner=captioner_lib.Captioner(
+          vocab_size=vocab_size, backbone=m.captioner.backbone,
+          input_size=m.captioner.input_size,
+          small_cnn_features=tuple(m.captioner.small_cnn_features),
+          feature_dim=m.captioner.feature_dim, embed_dim=m.captioner.embed_dim,
+          hidden_size=m.captioner.hidden_size, dtype=dtype, bn_axis_name=bn_axis_name),
+  )

@@ -327,9 +327,9 @@ def caption_loss(
 
   t = targets.shape[1]
   mask = jnp.arange(t)[None, :] < jnp.asarray(lengths)[:, None]  # [B, T]
-  targets = jnp.where(mask, targets, 0)  # Padding ids may be out of the vocabulary.
   log_probs = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  # A padding id outside the vocabulary gathers NaN; the mask drops it, gradient too.
   nll = jnp.where(mask, nll, 0.0)
   if reduction == 'token_mean':
     return jnp.sum(nll) / jnp.maximum(jnp.sum(mask), 1)

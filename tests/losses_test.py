@@ -130,11 +130,16 @@ def test_word_loss_ignores_padded_words():
   nan_garbage[pad] = np.nan
   class_ids = np.array([0, 1, 0, 2, 1])
   fn = jax.jit(losses.damsm_word_loss)
+  grad_fn = jax.jit(jax.grad(
+      lambda r, w: sum(losses.damsm_word_loss(r, w, lengths, class_ids, **GAMMAS)[:2])))
   clean = fn(regions, words, lengths, class_ids, **GAMMAS)
+  clean_grad = grad_fn(regions, words)
   for dirty_words in (garbage, nan_garbage):
     dirty = fn(regions, dirty_words, lengths, class_ids, **GAMMAS)
     for a, b in zip(clean, dirty):
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grad_fn(regions, dirty_words), clean_grad,
+                               rtol=1e-5, atol=1e-7)
   maps = np.asarray(clean[2])
   assert np.all(maps[pad] == 0)
   np.testing.assert_allclose(maps[~pad].sum(axis=(1, 2)), 1.0, rtol=1e-5)
@@ -291,9 +296,9 @@ def test_kl_loss_hand_value():
 # ------------------------------------------------------------------ caption loss
 CAPTION_LOGITS = np.array([
     [[1.0, 2.0, 0.5, -1.0], [0.0, 0.0, 3.0, 1.0], [2.0, -2.0, 0.0, 1.0]],
-    [[0.5, 0.5, 0.5, 2.0], [-1.0, 4.0, 0.0, 0.0], [1e4, -1e4, 7.0, 0.0]],  # Last: pad.
+    [[0.5, 0.5, 0.5, 2.0], [-1.0, 4.0, 0.0, 0.0], [-1e4, 1e4, 7.0, 0.0]],  # Last: pad.
 ], np.float32)
-CAPTION_TARGETS = np.array([[1, 2, 0], [3, 1, -1]])  # -1: a padding id.
+CAPTION_TARGETS = np.array([[1, 2, 0], [3, 1, 99]])  # 99: a padding id outside V.
 CAPTION_LENGTHS = np.array([3, 2])
 
 

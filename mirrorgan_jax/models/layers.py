@@ -1,0 +1,149 @@
+"""Building blocks shared by the generator and the discriminators (NHWC).
+
+Blocks follow the authors' code (reference spec §3.1): convolutions have no
+bias, BatchNorm uses PyTorch's defaults (momentum 0.1, eps 1e-5) and GLU halves
+the channel axis as `first_half * sigmoid(second_half)`. Initialisers follow
+the reference `weights_init` (spec §3.6): orthogonal conv and linear weights
+(gain 1), linear biases 0, BatchNorm scale ~ N(1, 0.02) and bias 0.
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+Dtype = Any
+
+# PyTorch's `orthogonal_` flattens a conv weight to [out, in*kh*kw]; Flax
+# flattens [kh, kw, in, out] to [kh*kw*in, out]. Both draw a (semi-)orthogonal
+# matrix of the same size, so the distributions agree up to a row permutation.
+KERNEL_INIT = nn.initializers.orthogonal()
+
+
+def bn_scale_init(key: jax.Array, shape: tuple[int, ...],
+                  dtype: Dtype = jnp.float32) -> jax.Array:
+  """BatchNorm scale ~ N(1, 0.02), as the reference `weights_init`."""
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def uniform_init(low: float, high: float) -> Initializer:
+  """U(low, high), e.g. PyTorch's default bias or the embedding init."""
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, low, high)
+
+  return init
+
+
+def torch_bias_init(fan_in: int) -> Initializer:
+  """PyTorch's default bias init for conv/linear layers: U(+-1/sqrt(fan_in))."""
+  bound = 1.0 / fan_in**0.5
+  return uniform_init(-bound, bound)
+
+
+def glu(x: jax.Array) -> jax.Array:
+  """Gated linear unit over the last (channel) axis: a * sigmoid(b), [.., 2C] -> [.., C]."""
+  if x.shape[-1] % 2:
+    raise ValueError(f'GLU needs an even channel count, got shape {x.shape}')
+  a, b = jnp.split(x, 2, axis=-1)
+  return a * jax.nn.sigmoid(b)
+
+
+def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
+  """Nearest-neighbour upsampling of [B, H, W, C] to [B, factor*H, factor*W, C]."""
+  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+def batch_norm(train: bool, axis_name: str | None, dtype: Dtype,
+               name: str) -> nn.BatchNorm:
+  """BatchNorm with PyTorch's defaults and the reference initialisation.
+
+  Must be called inside a compact method (the module binds to the caller).
+  """
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=1e-5,
+      axis_name=axis_name, dtype=dtype, param_dtype=jnp.float32,
+      scale_init=bn_scale_init, name=name)
+
+
+def conv(features: int, kernel_size: int, dtype: Dtype, name: str,
+         stride: int = 1, padding: int | str = 1, use_bias: bool = False,
+         bias_init: Initializer = nn.initializers.zeros) -> nn.Conv:
+  """Square conv with an orthogonal kernel and PyTorch-style symmetric padding.
+
+  Args:
+    features: output channels.
+    kernel_size: side of the square kernel.
+    dtype: compute dtype (parameters stay float32).
+    name: submodule name.
+    stride: spatial stride.
+    padding: pixels added on every side (PyTorch's `padding`), or 'VALID'.
+    use_bias: add a bias (the reference convs have none, except D's logits).
+    bias_init: initialiser of the bias.
+  Returns:
+    The `nn.Conv` module (call it on [B, H, W, C]).
+  """
+  pad = padding if isinstance(padding, str) else [(padding, padding)] * 2
+  return nn.Conv(
+      features, (kernel_size, kernel_size), strides=(stride, stride),
+      padding=pad, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+      kernel_init=KERNEL_INIT, bias_init=bias_init, name=name)
+
+
+class UpBlock(nn.Module):
+  """Nearest x2 -> conv3x3 (-> 2*features) -> BN -> GLU: [B,H,W,Cin] -> [B,2H,2W,features].
+
+  Attributes:
+    features: output channels.
+    dtype: compute dtype.
+    bn_axis_name: axis for cross-device BatchNorm statistics.
+  """
+  features: int
+  dtype: Dtype = jnp.float32
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = upsample_nearest(x.astype(self.dtype))
+    x = conv(2 * self.features, 3, self.dtype, 'conv')(x)
+    x = batch_norm(train, self.bn_axis_name, self.dtype, 'bn')(x)
+    return glu(x)
+
+
+class ResBlock(nn.Module):
+  """conv3x3 (C -> 2C) -> BN -> GLU -> conv3x3 (C -> C) -> BN, plus the input.
+
+  No activation after the addition (reference). Channels C come from the input.
+
+  Attributes:
+    dtype: compute dtype.
+    bn_axis_name: axis for cross-device BatchNorm statistics.
+  """
+  dtype: Dtype = jnp.float32
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    channels = x.shape[-1]
+    x = x.astype(self.dtype)
+    y = conv(2 * channels, 3, self.dtype, 'conv1')(x)
+    y = glu(batch_norm(train, self.bn_axis_name, self.dtype, 'bn1')(y))
+    y = conv(channels, 3, self.dtype, 'conv2')(y)
+    y = batch_norm(train, self.bn_axis_name, self.dtype, 'bn2')(y)
+    return x + y
+
+
+class ImageHead(nn.Module):
+  """conv3x3 (no bias) to RGB, then tanh: [B,H,W,ngf] -> [B,H,W,3] float32 in [-1, 1].
+
+  Attributes:
+    dtype: compute dtype (the image is returned as float32).
+  """
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = conv(3, 3, self.dtype, 'conv')(x.astype(self.dtype))
+    return jnp.tanh(x.astype(jnp.float32))

@@ -88,7 +88,8 @@ def test_crop_geometry_matches_hand_computation(built, image_id):
   inside = image[by - y1 + 2:by - y1 + bh - 2, bx - x1 + 2:bx - x1 + bw - 2, 2]
   assert inside.min() > 200
   outside = np.ones(image.shape[:2], bool)
-  outside[max(0, by - y1 - 2):by - y1 + bh + 2, max(0, bx - x1 - 2):bx - x1 + bw + 2] = False
+  top, left = max(0, by - y1 - 2), max(0, bx - x1 - 2)
+  outside[top:by - y1 + bh + 2, left:bx - x1 + bw + 2] = False
   assert image[..., 2][outside].max() < 60
 
 
@@ -137,7 +138,8 @@ def _remove(path):
     ('CUB_200_2011/bounding_boxes.txt', FileNotFoundError,
      r'bounding_boxes.txt is missing'),
     ('CUB_200_2011/images/002.Laysan_Albatross/Laysan_Albatross_0002_1027.jpg',
-     FileNotFoundError, r'Laysan_Albatross_0002_1027.jpg, listed in images.txt, is missing'),
+     FileNotFoundError,
+     r'Laysan_Albatross_0002_1027.jpg, listed in images.txt, is missing'),
     ('text/002.Laysan_Albatross/Laysan_Albatross_0003_1033.txt', FileNotFoundError,
      r'Caption file .*Laysan_Albatross_0003_1033.txt is missing'),
     ('text', FileNotFoundError, r'No caption folder'),

@@ -148,21 +148,26 @@ def make_coco_manual_dir(root) -> pathlib.Path:
   """
   manual = pathlib.Path(root) / 'coco_manual'
   (manual / 'annotations').mkdir(parents=True)
-  rng = np.random.default_rng(0)
   for folder, images in COCO_IMAGES.items():
     for image_id, (w, h), gray in images:
-      shape = (h, w) if gray else (h, w, 3)
-      pixels = rng.integers(0, 256, shape, dtype=np.uint8)
-      _save_jpeg(Image.fromarray(pixels), manual / folder / coco_file_name(folder, image_id))
+      y, x, c = np.mgrid[0:h, 0:w, 0:1 if gray else 3]
+      # Smooth, so that different JPEG decoders (TF, PIL) agree closely.
+      pixels = 128 + 100 * np.sin(x / 5 + image_id + 2 * c) * np.cos(y / 7)
+      pixels = pixels.astype(np.uint8)
+      image = Image.fromarray(pixels[..., 0] if gray else pixels)
+      _save_jpeg(image, manual / folder / coco_file_name(folder, image_id))
     annotations = {
         'info': {'description': 'COCO 2014 Dataset', 'year': 2014},
         'licenses': [{'id': 1, 'name': 'fixture', 'url': ''}],
-        'images': [{'license': 1, 'file_name': coco_file_name(folder, i), 'height': h,
-                    'width': w, 'id': i, 'date_captured': '2013-11-14 16:28:13'}
+        'images': [{'license': 1, 'file_name': coco_file_name(folder, i),
+                    'height': h, 'width': w, 'id': i,
+                    'date_captured': '2013-11-14 16:28:13'}
                    for i, (w, h), _ in images],
         'annotations': [{'image_id': i, 'id': 1000 + n, 'caption': c}
                         for n, (i, c) in enumerate(COCO_CAPTIONS[folder])],
     }
-    (manual / 'annotations' / f'captions_{folder}.json').write_text(json.dumps(annotations))
-  _save_jpeg(Image.new('RGB', (8, 8)), manual / 'train2014' / coco_file_name('train2014', 5))
+    path = manual / 'annotations' / f'captions_{folder}.json'
+    path.write_text(json.dumps(annotations))
+  unlisted = manual / 'train2014' / coco_file_name('train2014', 5)
+  _save_jpeg(Image.new('RGB', (8, 8)), unlisted)
   return manual

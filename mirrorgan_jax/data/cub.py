@@ -178,7 +178,8 @@ def _read_records(manual_dir: epath.Path) -> list[_Record]:
   labels = _read_table(cub_dir / 'image_class_labels.txt', 1)
   records = []
   for image_id, (rel_path,) in paths.items():
-    for table, name in ((boxes, 'bounding_boxes.txt'), (labels, 'image_class_labels.txt')):
+    for table, name in ((boxes, 'bounding_boxes.txt'),
+                        (labels, 'image_class_labels.txt')):
       if image_id not in table:
         raise ValueError(f'Image id {image_id} of images.txt has no line in {name}.')
     image_path = cub_dir / 'images' / rel_path
@@ -208,7 +209,8 @@ def _read_class_list(path: epath.Path, known: set[str]) -> set[str] | None:
   return names
 
 
-def _class_split(manual_dir: epath.Path, class_dirs: set[str]) -> tuple[set[str], set[str]]:
+def _class_split(manual_dir: epath.Path,
+                 class_dirs: set[str]) -> tuple[set[str], set[str]]:
   """(train, test) class dirs: from Reed's split files if given, else TEST_CLASSES."""
   test = _read_class_list(manual_dir / _TEST_CLASSES_FILE, class_dirs)
   train = _read_class_list(manual_dir / _TRAIN_CLASSES_FILE, class_dirs)

@@ -77,10 +77,12 @@ def random_state_dict(shapes, seed=0):
   for name, shape in shapes.items():
     if name.endswith('running_var'):
       sd[name] = rng.uniform(0.5, 1.5, shape)
-    elif name.endswith('.weight') and len(shape) >= 2:
+    elif name.endswith('.weight') and len(shape) >= 2:  # Conv / Linear.
       sd[name] = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
+    elif name.endswith('.weight'):  # BatchNorm scale.
+      sd[name] = rng.uniform(0.5, 1.5, shape)
     else:
-      sd[name] = rng.normal(0.0, 0.5, shape) + (1.0 if name.endswith('bn.weight') else 0.0)
+      sd[name] = rng.normal(0.0, 0.5, shape)
   return {k: v.astype(np.float32) for k, v in sd.items()}
 
 
@@ -199,13 +201,15 @@ def test_tiny_resnet_matches_numpy(train):
 
 
 def test_bfloat16_compute_runs():
+  sd = random_state_dict(torchvision_resnet_shapes((1, 1), width=4))
+  variables = vision.resnet_from_torch(sd)
   model = resnet.ResNet(stage_sizes=(1, 1), width=4, dtype=jnp.bfloat16)
-  x = jnp.ones((2, 32, 32, 3))
-  variables = jax.jit(model.init)(jax.random.key(0), x)
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
   out = jax.jit(model.apply)(variables, x)
+  want = jax.jit(resnet.ResNet(stage_sizes=(1, 1), width=4).apply)(variables, x)
   assert out.dtype == jnp.float32 and out.shape == (2, 32)
-  assert jax.tree.leaves(variables)[0].dtype == jnp.float32
-  assert np.all(np.isfinite(out))
+  # bfloat16 keeps ~3 significant digits; a wrong dtype path would be far off.
+  np.testing.assert_allclose(out, want, rtol=0.05, atol=0.05 * np.abs(want).max())
 
 
 def test_converter_errors_name_the_entry():

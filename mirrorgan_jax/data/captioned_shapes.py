@@ -39,6 +39,12 @@ class CaptionedShapesConfig(tfds.core.BuilderConfig):
   num_test: int = 2_000
   captions_per_image: int = 8
 
+  def __post_init__(self):
+    if (self.image_size < 8 or self.num_train < 0 or self.num_test < 0
+        or self.captions_per_image < 1):
+      raise ValueError(f'invalid captioned_shapes config {self}: need image_size >= 8, '
+                       'num_train/num_test >= 0 and captions_per_image >= 1')
+
 
 def make_example(split: str, index: int,
                  config: CaptionedShapesConfig) -> tuple[str, dict]:

@@ -237,7 +237,8 @@ def test_tiny_builds_with_declared_features(tiny):
   keys = set()
   for ex in _all_examples(tiny):
     assert ex['image'].shape == (64, 64, 3) and ex['image'].dtype == np.uint8
-    assert ex['captions'].shape == (8,) and all(isinstance(c, bytes) for c in ex['captions'])
+    assert ex['captions'].shape == (8,)
+    assert all(isinstance(c, bytes) for c in ex['captions'])
     n = len(ex['objects']['shape'])
     assert n in (1, 2)
     for field in ('shape', 'color', 'size', 'position'):
@@ -262,7 +263,8 @@ def test_configs_and_default():
     assert (cfg.image_size, cfg.num_train, cfg.num_test) == (size, train, test)
     assert cfg.captions_per_image == 8
     assert builder.info.features['image'].shape == (size, size, 3)
-  assert tfds.builder('captioned_shapes', data_dir='/nonexistent').builder_config.name == '64'
+  default = tfds.builder('captioned_shapes', data_dir='/nonexistent')
+  assert default.builder_config.name == '64'
 
 
 def test_unknown_or_invalid_config_is_a_clear_error():
@@ -337,7 +339,8 @@ def test_labels_and_class_ids_agree_with_pixels(tiny):
     by_colour = {b.color: b for b in blobs}
     objects = ex['objects']
     assert len(blobs) == len(objects['color'])
-    assert background_name(background) == info['background'].int2str(int(ex['background']))
+    label = info['background'].int2str(int(ex['background']))
+    assert background_name(background) == label
     for k in range(len(blobs)):
       blob = by_colour[name('color', objects['color'][k])]
       assert blob.shape == name('shape', objects['shape'][k])

@@ -322,7 +322,8 @@ _BACKGROUND_NOUNS = ('background', 'background', 'backdrop')
 _ONE_OBJECT_TEMPLATES = (
     '{o} {p} {bgpp}', 'there is {o} {p} {bgpp}', '{p} there is {o}',
     '{bgnp} with {o} {p}', 'the image shows {o} {p}', '{o} {bgpp}',
-    'a single {oo} {p} {bgpp}', 'the {oo} is {p}', '{o} sits {p} and the background is {bgw}',
+    'a single {oo} {p} {bgpp}', 'the {oo} is {p}',
+    '{o} sits {p} and the background is {bgw}',
     'this picture contains {o} {p}', 'we see {o} {p} {bgpp}', 'one {oo} {p}',
     '{o} {p}', 'only one shape, {o} {p}',
 )

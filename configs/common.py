@@ -42,6 +42,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.image_encoder.backbone = 'inception_v3'  # 'inception_v3' (ref) or 'small_cnn'.
   c.model.image_encoder.input_size = 299  # Images are resized to this before the CNN (ref 299).
   c.model.image_encoder.small_cnn_features = (32, 64, 128, 256)  # Widths of the small CNN.
+  c.model.image_encoder.train_backbone = False  # Ref: ImageNet Inception frozen; True to train it.
 
   c.model.generator = ml_collections.ConfigDict()
   c.model.generator.ngf = 32  # Visual feature channels M_i (paper 32).
@@ -59,6 +60,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.captioner.backbone = 'resnet152'  # 'resnet152' (ref) or 'small_cnn'.
   c.model.captioner.input_size = 224  # Generated image resized to this for STREAM (ref 224).
   c.model.captioner.small_cnn_features = (32, 64, 128, 256)  # Widths of the small CNN.
+  c.model.captioner.train_backbone = False  # Ref: ImageNet ResNet frozen while pretraining STREAM.
   c.model.captioner.feature_dim = 256  # Image feature fed as the first LSTM input (ref 256).
   c.model.captioner.embed_dim = 256  # Word embedding size of the decoder (ref 256).
   c.model.captioner.hidden_size = 512  # Decoder LSTM units (ref 2 x 256 = 512).
@@ -136,6 +138,7 @@ def apply_smoke(c: ml_collections.ConfigDict) -> None:
   c.model.image_encoder.backbone = 'small_cnn'
   c.model.image_encoder.input_size = 32
   c.model.image_encoder.small_cnn_features = (8, 16)
+  c.model.image_encoder.train_backbone = True
   c.model.generator.ngf = 4
   c.model.generator.z_dim = 8
   c.model.generator.condition_dim = 4
@@ -146,6 +149,7 @@ def apply_smoke(c: ml_collections.ConfigDict) -> None:
   c.model.captioner.backbone = 'small_cnn'
   c.model.captioner.input_size = 32
   c.model.captioner.small_cnn_features = (8, 16)
+  c.model.captioner.train_backbone = True
   c.model.captioner.feature_dim = 16
   c.model.captioner.embed_dim = 16
   c.model.captioner.hidden_size = 16

@@ -85,7 +85,8 @@ def create_state(config: ml_collections.ConfigDict, models: factory.Models,
   return GanState(
       step=jnp.zeros((), jnp.int32), rng=state_key,
       g_params=g_vars['params'], g_batch_stats=g_vars['batch_stats'],
-      g_opt_state=g_tx.init(g_vars['params']), ema_g_params=g_vars['params'],
+      g_opt_state=g_tx.init(g_vars['params']),
+      ema_g_params=jax.tree.map(jnp.copy, g_vars['params']),  # Own buffers (donation).
       d_params=d_params, d_batch_stats=d_stats, d_opt_state=d_tx.init(d_params))
 
 

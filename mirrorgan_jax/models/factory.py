@@ -50,9 +50,10 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
           hidden_size=m.text_encoder.hidden_size,
           dropout_rate=m.text_encoder.dropout_rate, dtype=dtype),
       image_encoder=image_encoder_lib.ImageEncoder(
-          backbone=m.image_encoder.backbone, input_size=m.image_encoder.input_size,
-          features=2 * m.text_encoder.hidden_size,
-          small_cnn_features=tuple(m.image_encoder.small_cnn_features), dtype=dtype,
+          feature_dim=2 * m.text_encoder.hidden_size, backbone=m.image_encoder.backbone,
+          input_size=m.image_encoder.input_size,
+          small_cnn_features=tuple(m.image_encoder.small_cnn_features),
+          freeze_backbone=not m.image_encoder.train_backbone, dtype=dtype,
           bn_axis_name=bn_axis_name),
       generator=generator.Generator(
           ngf=g.ngf, z_dim=g.z_dim, condition_dim=g.condition_dim,
@@ -63,6 +64,9 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
           f'd{s}': discriminators.Discriminator(
               image_size=s, ndf=m.discriminator.ndf, dtype=dtype,
               bn_axis_name=bn_axis_name) for s in sizes},
+      # The captioner's backbone stays differentiable even when it is not trained:
+      # L_stream's gradient reaches G through it. STREAM pretraining freezes it
+      # with `image_encoder.trainable_mask` instead.
       captioner=captioner_lib.Captioner(
           vocab_size=vocab_size, backbone=m.captioner.backbone,
           input_size=m.captioner.input_size,

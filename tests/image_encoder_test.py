@@ -26,7 +26,8 @@ from tests.resnet_test import random_state_dict
 from tests.resnet_test import relu
 
 HEAD_PARAMS = 768 * 256 + 2048 * 256 + 256
-SMALL = dict(feature_dim=5, backbone='small_cnn', input_size=16, small_cnn_features=(4, 6))
+SMALL = dict(feature_dim=5, backbone='small_cnn', input_size=16,
+             small_cnn_features=(4, 6))
 
 
 def random_variables(model, *inputs, seed=0):
@@ -83,7 +84,8 @@ def test_converter_places_every_entry():
                                 sd['emb_features.weight'].transpose(2, 3, 1, 0))
   assert head['emb_features']['kernel'].shape == (1, 1, 768, 256)
   assert 'bias' not in head['emb_features']
-  np.testing.assert_array_equal(head['emb_cnn_code']['kernel'], sd['emb_cnn_code.weight'].T)
+  np.testing.assert_array_equal(head['emb_cnn_code']['kernel'],
+                                sd['emb_cnn_code.weight'].T)
   np.testing.assert_array_equal(head['emb_cnn_code']['bias'], sd['emb_cnn_code.bias'])
   for name, value in sd.items():
     if name.startswith('emb_'):
@@ -97,7 +99,8 @@ def test_converter_places_every_entry():
   assert len(jax.tree.leaves(variables)) == len(sd)
 
   with pytest.raises(KeyError, match=r'emb_features\.weight'):
-    vision.image_encoder_from_torch({k: v for k, v in sd.items() if k != 'emb_features.weight'})
+    vision.image_encoder_from_torch(
+        {k: v for k, v in sd.items() if k != 'emb_features.weight'})
   bad = dict(sd, **{'emb_features.weight': np.zeros((256, 512, 1, 1), np.float32)})
   with pytest.raises(ValueError, match=r'emb_features\.weight.*\[256, 512, 1, 1\]'):
     vision.image_encoder_from_torch(bad)
@@ -108,10 +111,10 @@ def _np_small_encoder(x, variables, train):
   p, s = variables['params'], variables.get('batch_stats', {})
   for i in range(len(SMALL['small_cnn_features'])):
     w = np.asarray(p['backbone'][f'conv{i}']['kernel'], np.float64).transpose(3, 2, 0, 1)
+    bn_p, bn_s = p['backbone'][f'bn{i}'], s['backbone'][f'bn{i}']
     bn = {f'b.{k}': np.asarray(v, np.float64) for k, v in
-          {'weight': p['backbone'][f'bn{i}']['scale'], 'bias': p['backbone'][f'bn{i}']['bias'],
-           'running_mean': s['backbone'][f'bn{i}']['mean'],
-           'running_var': s['backbone'][f'bn{i}']['var']}.items()}
+          {'weight': bn_p['scale'], 'bias': bn_p['bias'],
+           'running_mean': bn_s['mean'], 'running_var': bn_s['var']}.items()}
     x = relu(np_batch_norm(np_conv2d(x, w, 2, (1, 1)), bn, 'b', 1e-5, train))
   w = np.asarray(p['emb_features']['kernel'], np.float64).transpose(3, 2, 0, 1)
   regions = np_conv2d(x, w).transpose(0, 2, 3, 1)
@@ -139,7 +142,8 @@ def test_resize_is_pytorch_bilinear_without_antialias():
   x = jnp.array([[0.0, 4.0], [8.0, 12.0]]).reshape(1, 2, 2, 1)
   row = np.array([0.0, 1.0, 3.0, 4.0])
   want = np.stack([row, row + 2.0, row + 6.0, row + 8.0])
-  np.testing.assert_allclose(image_encoder.resize_images(x, 4)[0, ..., 0], want, atol=1e-6)
+  np.testing.assert_allclose(image_encoder.resize_images(x, 4)[0, ..., 0], want,
+                             atol=1e-6)
   # 4 -> 2: sources at 0.5 and 2.5, i.e. the mean of each 2x2 cell. Antialiasing
   # would mix in neighbouring cells.
   y = jnp.arange(16.0).reshape(1, 4, 4, 1)
@@ -178,7 +182,8 @@ def test_bfloat16_compute_runs():
   model, variables = _small_encoder_and_vars()
   x = _images((2, 16, 16, 3))
   want = jax.jit(model.apply)(variables, x)
-  got = jax.jit(image_encoder.ImageEncoder(**SMALL, dtype=jnp.bfloat16).apply)(variables, x)
+  bf16 = image_encoder.ImageEncoder(**SMALL, dtype=jnp.bfloat16)
+  got = jax.jit(bf16.apply)(variables, x)
   for g, w in zip(got, want):
     assert g.dtype == jnp.float32
     np.testing.assert_allclose(g, w, rtol=0.05, atol=0.05 * float(jnp.abs(w).max()))

@@ -204,7 +204,8 @@ def test_tables_give_published_torchvision_count():
 
 
 @pytest.mark.parametrize('num_classes,expected', [
-    (1000, TORCHVISION_PARAMS - AUX_PARAMS), (None, TORCHVISION_PARAMS - AUX_PARAMS - FC_PARAMS)])
+    (1000, TORCHVISION_PARAMS - AUX_PARAMS),
+    (None, TORCHVISION_PARAMS - AUX_PARAMS - FC_PARAMS)])
 def test_param_count(num_classes, expected):
   model = inception.InceptionV3(num_classes=num_classes)
   variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 299, 299, 3)))
@@ -278,7 +279,8 @@ def test_converter_options_and_errors(torch_sd):
     vision.inception_v3_from_torch(missing)
   wrong = dict(torch_sd, **{'Mixed_5b.branch5x5_2.conv.weight':
                             np.zeros((64, 48, 3, 3), np.float32)})
-  with pytest.raises(ValueError, match=r'Mixed_5b\.branch5x5_2\.conv\.weight.*\[64, 48, 5, 5\]'):
+  match = r'Mixed_5b\.branch5x5_2\.conv\.weight.*\[64, 48, 5, 5\]'
+  with pytest.raises(ValueError, match=match):
     vision.inception_v3_from_torch(wrong)
 
 

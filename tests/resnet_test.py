@@ -30,8 +30,9 @@ def np_conv2d(x, w, stride=1, padding=(0, 0)):
   out = np.zeros((x.shape[0], o, ho, wo))
   for a in range(kh):
     for b in range(kw):
-      patch = x[:, :, a:a + stride * (ho - 1) + 1:stride, b:b + stride * (wo - 1) + 1:stride]
-      out += np.einsum('nchw,oc->nohw', patch, w[:, :, a, b])
+      patch = x[:, :, a:a + stride * (ho - 1) + 1:stride,
+                b:b + stride * (wo - 1) + 1:stride]
+      out += np.tensordot(w[:, :, a, b], patch, axes=([1], [1])).transpose(1, 0, 2, 3)
   return out
 
 
@@ -183,7 +184,8 @@ def test_converter_places_every_entry():
     placed += 1
   assert placed == len(jax.tree.leaves(variables))  # Nothing else was filled in.
   o, i, kh, kw = 5, 2, 1, 6  # One element spelled out: [o, i, kh, kw] -> [kh, kw, i, o].
-  assert variables['params']['conv1']['kernel'][kh, kw, i, o] == sd['conv1.weight'][o, i, kh, kw]
+  kernel = variables['params']['conv1']['kernel']
+  assert kernel[kh, kw, i, o] == sd['conv1.weight'][o, i, kh, kw]
 
 
 @pytest.mark.parametrize('train', [False, True])
@@ -193,8 +195,8 @@ def test_tiny_resnet_matches_numpy(train):
   variables = vision.resnet_from_torch(sd)
   model = resnet.ResNet(stage_sizes=stages, width=width)
   x = np.random.default_rng(2).normal(size=(2, 3, 33, 35))
-  got, _ = jax.jit(lambda v, im: model.apply(v, im, train=train, mutable=['batch_stats']))(
-      variables, jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float32))
+  apply = lambda v, im: model.apply(v, im, train=train, mutable=['batch_stats'])
+  got, _ = jax.jit(apply)(variables, jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float32))
   want = np_resnet(x, {k: v.astype(np.float64) for k, v in sd.items()}, stages, train)
   assert got.shape == (2, 4 * width * 2)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
@@ -218,7 +220,8 @@ def test_converter_errors_name_the_entry():
   with pytest.raises(KeyError, match=r'layer2\.0\.bn2\.running_var'):
     vision.resnet_from_torch(missing)
   wrong = dict(sd, **{'layer1.0.conv2.weight': np.zeros((4, 4, 1, 1), np.float32)})
-  with pytest.raises(ValueError, match=r"layer1\.0\.conv2\.weight.*\[4, 4, 1, 1\].*\[4, 4, 3, 3\]"):
+  match = r'layer1\.0\.conv2\.weight.*\[4, 4, 1, 1\].*\[4, 4, 3, 3\]'
+  with pytest.raises(ValueError, match=match):
     vision.resnet_from_torch(wrong)
   with pytest.raises(ValueError, match='not ResNet-152'):
     vision.resnet152_from_torch(sd)

@@ -21,6 +21,7 @@ The backbone is the subtree `params['encoder']['backbone']`
 `beam_search` generate redescriptions; decoding stops a sequence at token 0.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -226,9 +227,13 @@ def _check_decode_args(images: jax.Array, max_len: int, beam_size: int = 1) -> N
     raise ValueError(f'max_len ({max_len}) and beam_size ({beam_size}) must be >= 1')
 
 
+@functools.partial(jax.jit, static_argnames=('model', 'max_len'))
 def greedy_decode(model: Captioner, variables: Any, images: jax.Array,
                   max_len: int) -> tuple[jax.Array, jax.Array]:
   """Most likely next word at each step, until <end> (0) or `max_len` words.
+
+  Compiled with `jax.jit`; `model` and `max_len` are static (so the module's
+  sequence attributes must be tuples, which makes it hashable).
 
   Args:
     model: the captioner module.
@@ -255,6 +260,7 @@ def greedy_decode(model: Captioner, variables: Any, images: jax.Array,
   return ids, jnp.sum(ids != END_TOKEN, axis=1).astype(jnp.int32)
 
 
+@functools.partial(jax.jit, static_argnames=('model', 'beam_size', 'max_len'))
 def beam_search(model: Captioner, variables: Any, images: jax.Array, beam_size: int,
                 max_len: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Beam search for the caption with the highest total log-probability.
@@ -262,7 +268,8 @@ def beam_search(model: Captioner, variables: Any, images: jax.Array, beam_size: 
   A hypothesis ends when it emits <end> (0); its score is the sum of the
   log-probabilities of its tokens, <end> included, with no length penalty.
   Ended hypotheses stay in the beam with their score. After `max_len` steps the
-  best hypothesis, ended or not, is returned.
+  best hypothesis, ended or not, is returned. Compiled with `jax.jit`;
+  `model`, `beam_size` and `max_len` are static.
 
   Args:
     model: the captioner module.

@@ -272,8 +272,8 @@ def test_converter_options_and_errors(torch_sd):
   assert count_flax(no_fc['params']) == TORCHVISION_PARAMS - AUX_PARAMS - FC_PARAMS
   fid = dict(torch_sd, **{'fc.weight': np.zeros((1008, 2048), np.float32),
                           'fc.bias': np.zeros((1008,), np.float32)})
-  assert vision.inception_v3_from_torch(fid, fid_variant=True)['params']['fc'][
-      'kernel'].shape == (2048, 1008)
+  fid_vars = vision.inception_v3_from_torch(fid)
+  assert fid_vars['params']['fc']['kernel'].shape == (2048, 1008)
   missing = {k: v for k, v in torch_sd.items() if k != 'Mixed_7b.branch3x3_2b.bn.bias'}
   with pytest.raises(KeyError, match=r'Mixed_7b\.branch3x3_2b\.bn\.bias'):
     vision.inception_v3_from_torch(missing)

@@ -144,8 +144,7 @@ def _dotted(path: Path) -> str:
   return '.'.join(path)
 
 
-def inception_v3_from_torch(sd: StateDict, with_logits: bool = True,
-                            fid_variant: bool = False) -> Variables:
+def inception_v3_from_torch(sd: StateDict, with_logits: bool = True) -> Variables:
   """torchvision / pytorch-fid Inception-v3 weights -> `InceptionV3` variables.
 
   Args:
@@ -154,13 +153,13 @@ def inception_v3_from_torch(sd: StateDict, with_logits: bool = True,
       is ignored.
     with_logits: also convert `fc`; the class count is read from 'fc.weight'
       (1000 ImageNet, 1008 pytorch-fid).
-    fid_variant: the module will be built with `fid_variant` (same weights).
   Returns:
-    Variables for `InceptionV3(num_classes=..., fid_variant=fid_variant)`.
+    Variables for `InceptionV3(num_classes=...)`, with or without
+    `fid_variant` (it changes pooling only, not parameters).
   """
   num_classes = (torch_layout.take(sd, 'fc.weight').shape[0] if with_logits
                  else None)
-  model = inception.InceptionV3(num_classes=num_classes, fid_variant=fid_variant)
+  model = inception.InceptionV3(num_classes=num_classes)
   abstract = _abstract(model, jnp.zeros((1, 299, 299, 3)))
   return convert(sd, abstract, _dotted, 'inception_v3')
 

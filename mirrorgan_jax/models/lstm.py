@@ -35,7 +35,8 @@ class LSTM(nn.Module):
 
   def _param(self, name: str, shape: tuple[int, ...]) -> jax.Array:
     bound = 1.0 / self.hidden_size**0.5  # PyTorch: U(-1/sqrt(H), 1/sqrt(H)).
-    return self.param(name, nn.initializers.uniform(2 * bound), shape) - bound
+    init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+    return self.param(name, init, shape)
 
   def initial_carry(self, batch_size: int) -> Carry:
     """Zero (c, h), as PyTorch uses when no state is given."""

@@ -46,7 +46,7 @@ def _init(model, inputs):
 
 @functools.cache
 def _smoke_variables(glam):
-  """Variables of the smoke-config G, built once per file (eager init is slow)."""
+  """Variables of the smoke-config G, built once per file (init is slow on CPU)."""
   return _init(_smoke_generator(glam=glam), _inputs())
 
 
@@ -166,8 +166,8 @@ def test_bfloat16_compute_runs():
   model = _smoke_generator(dtype=jnp.bfloat16)
   shapes_ = jax.eval_shape(lambda: _init(model, inputs))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes_))
-  out, _ = model.apply(_smoke_variables('paper'), **inputs, train=True, mutable=['batch_stats'],
-                       rngs={'noise': jax.random.key(2)})
+  out, _ = model.apply(_smoke_variables('paper'), **inputs, train=True,
+                       mutable=['batch_stats'], rngs={'noise': jax.random.key(2)})
   for image in out['images']:
     assert image.dtype == jnp.float32 and np.all(np.isfinite(image))
 
@@ -287,8 +287,9 @@ def test_generator_converter_reference_layout():
 
 def test_generator_converter_word_only_and_errors():
   sd = _reference_g_state_dict()
+  mirrorgan_only = ('conv_sentence_vis', 'att.linear', 'h_net2.conv.')
   attngan = {k: v for k, v in sd.items()
-             if not any(s in k for s in ('conv_sentence_vis', 'att.linear', 'h_net2.conv.'))}
+             if not any(s in k for s in mirrorgan_only)}
   _, _, template = _reference_template('word_only')
   gan.generator_from_torch(attngan, glam='word_only', template=template)
   with pytest.raises(ValueError, match='conv_sentence_vis'):

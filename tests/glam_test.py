@@ -85,7 +85,8 @@ def test_sentence_attention_paper_eq5_by_hand():
 def test_sentence_attention_reference_softmax_over_channels_by_hand():
   h, condition, linear = _sentence_inputs()
   module = glam.SentenceAttention(features=2, variant='reference')
-  params = {'linear': linear, 'conv_sentence_vis': {'kernel': np.eye(2, dtype=np.float32)}}
+  params = {'linear': linear,
+            'conv_sentence_vis': {'kernel': np.eye(2, dtype=np.float32)}}
   context, beta = module.apply({'params': params}, h, condition)
   # Per pixel, u = (h0 * 1, h1 * 2) and the softmax runs over the 2 channels:
   # (0,0): u = (0, ln 2) -> (1/3, 2/3); (0,1): u = (ln 3, 0) -> (3/4, 1/4);
@@ -117,7 +118,8 @@ def test_bfloat16_attention_runs():
   sent = glam.SentenceAttention(4, dtype=jnp.bfloat16)
   v = sent.init(jax.random.key(0), h, jnp.ones((1, 3)))
   context, _ = sent.apply(v, h, jnp.ones((1, 3)))
-  assert context.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(context, np.float32)))
+  assert context.dtype == jnp.bfloat16
+  assert np.all(np.isfinite(np.asarray(context, np.float32)))
 
 
 def test_word_attention_bad_shapes():

@@ -23,6 +23,8 @@ Other departures from the reference:
   ngf * 2**n channels (n = 4 and 16 ngf for base 64, as the reference), so the
   CPU-sized configs can start at 16 or 32 px.
 - Images and attention maps are returned as float32 whatever the compute dtype.
+- The sentence-attention maps beta are returned too (for visualisation, paper
+  Fig. 5); the reference computes them and drops them.
 """
 
 import math
@@ -63,7 +65,15 @@ class InitialStage(nn.Module):
   @nn.compact
   def __call__(self, condition: jax.Array, z: jax.Array,
                train: bool = False) -> jax.Array:
-    """Args: condition c [B, D'], z [B, Z]. Returns h [B, S, S, ngf]."""
+    """Maps the condition and noise to the first feature map.
+
+    Args:
+      condition: CA sample c [B, D'] (placed first, as the reference).
+      z: noise [B, Z].
+      train: BatchNorm uses (and updates) batch statistics.
+    Returns:
+      h [B, base_size, base_size, ngf].
+    """
     n = num_initial_upsamples(self.base_size)
     channels = self.ngf * 2**n
     x = jnp.concatenate([condition, z], axis=-1).astype(self.dtype)  # c first.

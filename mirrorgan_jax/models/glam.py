@@ -1,12 +1,13 @@
 """GLAM: word-level (paper Eq. 4) and sentence-level (paper Eq. 5) attention.
 
 Word attention (`WordAttention`) is AttnGAN's GlobalAttentionGeneral, as in
-the authors' code, with one deliberate difference:
+the authors' code, except:
 - the padding mask is applied per example (mask[b] for every pixel of image
   b). The reference tiles the [B, T] mask so that pixel q of image b gets the
   mask of caption (b * H * W + q) mod B (AttnGAN#93); that bug is NOT
-  reproduced. Padded words get exactly zero weight.
-- (layout only) words enter as [B, T, E] and the map is returned [B, H, W, T];
+  reproduced. Padded words get exactly zero weight, and a caption with no
+  real word gets zero context instead of NaN.
+- layout only: words enter as [B, T, E] and the map is returned [B, H, W, T];
   the reference uses [B, E, T] and [B, T, H, W].
 
 Sentence attention (`SentenceAttention`) has two variants:

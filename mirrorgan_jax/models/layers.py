@@ -44,7 +44,7 @@ def torch_bias_init(fan_in: int) -> Initializer:
 
 
 def glu(x: jax.Array) -> jax.Array:
-  """Gated linear unit over the last (channel) axis: a * sigmoid(b), [.., 2C] -> [.., C]."""
+  """Gated linear unit on the channel (last) axis: [..., 2C] -> a * sigmoid(b) [..., C]."""
   if x.shape[-1] % 2:
     raise ValueError(f'GLU needs an even channel count, got shape {x.shape}')
   a, b = jnp.split(x, 2, axis=-1)
@@ -93,7 +93,7 @@ def conv(features: int, kernel_size: int, dtype: Dtype, name: str,
 
 
 class UpBlock(nn.Module):
-  """Nearest x2 -> conv3x3 (-> 2*features) -> BN -> GLU: [B,H,W,Cin] -> [B,2H,2W,features].
+  """Nearest x2 -> conv3x3 (to 2 features) -> BN -> GLU: [B,H,W,C] -> [B,2H,2W,features].
 
   Attributes:
     features: output channels.

@@ -138,7 +138,7 @@ def _word_attention_params(sd: StateDict, prefix: str) -> dict:
 
 def word_attention_from_torch(state_dict: StateDict, prefix: str = '',
                               template: Variables | None = None) -> Variables:
-  """GlobalAttentionGeneral / GLAttention word part (`{prefix}conv_context`) -> WordAttention."""
+  """Word attention (`{prefix}conv_context`, AttnGAN/MirrorGAN) -> WordAttention."""
   return _finish(_word_attention_params(state_dict, prefix), {}, template)
 
 

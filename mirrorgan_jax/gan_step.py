@@ -250,7 +250,8 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
   Returns:
     train_step(state, batch) -> (state, metrics). In 'jit' mode `state` is
     replicated over the mesh and `batch` a host-local numpy batch; in 'pmap'
-    mode `state` carries a leading device axis (`parallel.replicate_for_pmap`).
+    mode `state` carries a leading device axis. `train_step.place_state` puts a
+    fresh state in that layout.
   """
   mode = config.parallel.mode
   if mode == 'jit':
@@ -264,6 +265,9 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
 
     def train_step(state, batch):
       return step(state, frozen_on_device, parallel.global_batch(batch, mesh))
+
+    # The state must arrive with the output sharding, or the second call recompiles.
+    place_state = functools.partial(parallel.replicate, mesh=mesh)
   elif mode == 'pmap':
     step = jax.pmap(functools.partial(_gan_step, config, models, parallel.PMAP_AXIS),
                     axis_name=parallel.PMAP_AXIS, donate_argnums=0)
@@ -271,8 +275,11 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
 
     def train_step(state, batch):
       return step(state, frozen_on_device, parallel.split_for_pmap(batch))
+
+    place_state = parallel.replicate_for_pmap
   else:
     raise ValueError(f"parallel.mode must be 'jit' or 'pmap', got {mode!r}")
   train_step.compiled = step  # For tests and the benchmark (lowering, HLO size).
   train_step.frozen = frozen_on_device
+  train_step.place_state = place_state  # Host state -> the step's device layout.
   return train_step

@@ -1,0 +1,1 @@
+"""Evaluation metrics: R-precision, BLEU, Inception Score, FID, oracle accuracy."""

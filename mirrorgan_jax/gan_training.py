@@ -1,0 +1,122 @@
+"""The GAN phase: MirrorGAN trained against frozen STEM (DAMSM) and STREAM.
+
+Loads the DAMSM and STREAM artifacts of the workdir (their vocabularies must be
+the run's), builds the state and the compiled step of `gan_step`, and runs the
+shared training loop. Every `train.eval_every_steps` and at the end it writes
+image grids of fixed test captions (fixed noise) at every stage, from the raw
+and the EMA generator, with the captions as text, to TensorBoard and as PNGs
+under `<workdir>/gan/samples/`.
+"""
+
+from absl import logging
+from clu import parameter_overview
+from etils import epath
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mirrorgan_jax import damsm_training
+from mirrorgan_jax import gan_step
+from mirrorgan_jax import image_grid
+from mirrorgan_jax import parallel
+from mirrorgan_jax import sampling
+from mirrorgan_jax import stream_training
+from mirrorgan_jax import training_loop
+from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.models import factory
+
+NUM_SAMPLE_CAPTIONS = 8  # Captions shown in the sample grids.
+
+
+def load_frozen(config: ml_collections.ConfigDict, workdir: epath.Path,
+                vocab: vocab_lib.Vocabulary) -> gan_step.Frozen:
+  """The pretrained text encoder and captioner of `workdir`, checked against `vocab`."""
+  encoders, damsm_vocab, _ = damsm_training.load_encoders(
+      damsm_training.artifact_dir(workdir), config)
+  captioner, stream_vocab, _ = stream_training.load_captioner(
+      stream_training.artifact_dir(workdir), config)
+  for name, other in (('DAMSM', damsm_vocab), ('STREAM', stream_vocab)):
+    if other != vocab:
+      raise ValueError(
+          f'the {name} artifact was trained with a different vocabulary ({len(other)} '
+          f'words) than this run ({len(vocab)} words); retrain it or use its vocabulary')
+  return gan_step.Frozen(text_encoder=encoders['text_encoder'], captioner=captioner)
+
+
+class SampleWriter:
+  """Grids of fixed captions and noise at every stage, from raw and EMA G."""
+
+  def __init__(self, config, models: factory.Models, frozen: gan_step.Frozen,
+               vocab: vocab_lib.Vocabulary, eval_batches, outdir: epath.Path):
+    batch = next(iter(eval_batches))
+    n = min(NUM_SAMPLE_CAPTIONS, batch['caption_ids'].shape[0])
+    self.ids = jnp.asarray(batch['caption_ids'][:n])
+    self.lengths = jnp.asarray(batch['caption_len'][:n])
+    self.captions = [vocab.decode(ids) for ids in batch['caption_ids'][:n]]
+    key = jax.random.PRNGKey(config.seed + 1)
+    z_key, eps_key = jax.random.split(key)
+    g = config.model.generator
+    self.z = jax.random.normal(z_key, (n, g.z_dim))
+    self.eps = jax.random.normal(eps_key, (n, g.condition_dim))
+    self.models, self.frozen, self.outdir = models, frozen, outdir
+    self.pmap = config.parallel.mode == 'pmap'
+
+  def __call__(self, state: gan_step.GanState, step: int, writer) -> None:
+    state = jax.device_get(parallel.unreplicate(state) if self.pmap else state)
+    images = {}
+    for name, params in (('raw', state.g_params), ('ema', state.ema_g_params)):
+      out = sampling.generate(
+          self.models.generator, self.models.text_encoder,
+          {'params': params, 'batch_stats': state.g_batch_stats},
+          self.frozen.text_encoder, self.ids, self.lengths, self.z, self.eps)
+      stages = [image_grid.to_uint8(jax.device_get(x)) for x in out['images']]
+      grid = image_grid.stage_grid(stages)
+      image_grid.save_png(grid, self.outdir / f'step{step:07d}_{name}.png')
+      images[f'samples/{name}'] = grid[None]
+    writer.write_images(step, images)
+    writer.write_texts(step, {'samples/captions': '\n\n'.join(
+        f'{i}: {c}' for i, c in enumerate(self.captions))})
+    (self.outdir / f'step{step:07d}_captions.txt').write_text(
+        '\n'.join(self.captions) + '\n')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | str,
+                       vocab: vocab_lib.Vocabulary) -> gan_step.GanState:
+  """Trains MirrorGAN to `train.num_epochs`, resuming from the workdir's checkpoints."""
+  workdir = epath.Path(workdir)
+  frozen = load_frozen(config, workdir, vocab)
+  pmap = config.parallel.mode == 'pmap'
+  models = factory.create_models(
+      config, len(vocab), bn_axis_name=parallel.PMAP_AXIS if pmap else None)
+  train_step = gan_step.make_train_step(config, models, frozen)
+  _, eval_batches, info = input_pipeline.create_datasets(config, vocab)
+  num_steps = config.train.num_epochs * info.steps_per_epoch
+
+  def init_state():
+    state = gan_step.create_state(config, models, jax.random.PRNGKey(config.seed))
+    return train_step.place_state(state)
+
+  def on_start(state, writer):
+    state = parallel.unreplicate(state) if pmap else state
+    overview = '\n\n'.join(
+        f'{name}\n' + parameter_overview.get_parameter_overview(params, include_stats=False)
+        for name, params in (('generator', state.g_params),
+                             ('discriminators', state.d_params)))
+    logging.info('GAN parameters:\n%s', overview)
+    writer.write_texts(0, {'parameters': f'```\n{overview}\n```'})
+
+  phase = training_loop.Phase(
+      name='gan', num_steps=num_steps, init_state=init_state, train_step=train_step,
+      batches=lambda start: input_pipeline.create_datasets(config, vocab, start_step=start)[0],
+      evaluate=SampleWriter(config, models, frozen, vocab, eval_batches,
+                            workdir / 'gan' / 'samples'),
+      eval_every=config.train.eval_every_steps, log_every=config.train.log_every_steps,
+      checkpoint_every=config.train.checkpoint_every_steps,
+      keep_checkpoints=config.train.keep_checkpoints,
+      profile_steps=tuple(config.train.profile_steps), on_start=on_start)
+  state = training_loop.run(phase, workdir)
+  logging.info('GAN training finished after %d steps (%d examples per step).',
+               num_steps, config.train.batch_size)
+  return state
+

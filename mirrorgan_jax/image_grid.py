@@ -1,0 +1,54 @@
+"""Image grids for summaries and sample files: [-1, 1] float batches -> uint8 PNGs."""
+
+import io
+
+from etils import epath
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """[..., H, W, 3] floats in [-1, 1] -> uint8, as the reference ((x + 1) * 127.5)."""
+  return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def upscale(images: np.ndarray, size: int) -> np.ndarray:
+  """Nearest-neighbour upscaling of [N, h, w, C] to [N, size, size, C] (integer factor)."""
+  factor = size // images.shape[1]
+  if factor * images.shape[1] != size:
+    raise ValueError(f'cannot upscale {images.shape[1]} px to {size} px by an integer factor')
+  return images.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def stage_grid(stages: list[np.ndarray], pad: int = 2) -> np.ndarray:
+  """One row per example, one column per stage, every stage shown at the largest size.
+
+  Args:
+    stages: per stage, uint8 [N, S_i, S_i, 3].
+    pad: pixels of white between cells.
+  Returns:
+    uint8 [N * (S + pad) + pad, len(stages) * (S + pad) + pad, 3].
+  """
+  size = max(s.shape[1] for s in stages)
+  cells = np.stack([upscale(s, size) for s in stages], axis=1)  # [N, stages, S, S, 3]
+  return tile(cells, pad)
+
+
+def tile(cells: np.ndarray, pad: int = 2) -> np.ndarray:
+  """uint8 [rows, cols, S, S, C] -> one image with `pad` white pixels between cells."""
+  rows, cols, h, w, c = cells.shape
+  out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
+  for r in range(rows):
+    for k in range(cols):
+      y, x = pad + r * (h + pad), pad + k * (w + pad)
+      out[y:y + h, x:x + w] = cells[r, k]
+  return out
+
+
+def save_png(image: np.ndarray, path: epath.Path | str) -> None:
+  """Writes a uint8 [H, W, 3] image as PNG (local path or gs://)."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='PNG')
+  path.write_bytes(buffer.getvalue())

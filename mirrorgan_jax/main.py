@@ -1,0 +1,98 @@
+r"""MirrorGAN-JAX entry point.
+
+  python -m mirrorgan_jax.main --config configs/coco.py --workdir DIR [--mode all]
+
+Modes: `damsm` (pretrain STEM), `stream` (pretrain the captioner), `gan` (train
+MirrorGAN with both frozen) and `all` (the three in order; a pretraining phase
+whose artifact exists is skipped, the GAN phase resumes from its checkpoints).
+`--config` takes the ml_collections syntax (`configs/cub.py:smoke`,
+`--config.train.batch_size=8`). Multi-host: `--distributed` (or
+MIRRORGAN_DISTRIBUTED=1) calls `jax.distributed.initialize()`.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from etils import epath
+import jax
+from ml_collections import config_flags
+import tensorflow as tf
+
+from mirrorgan_jax import checkpointing
+from mirrorgan_jax import damsm_training
+from mirrorgan_jax import gan_training
+from mirrorgan_jax import stream_training
+from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import input_pipeline
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory (local or gs://).')
+_MODE = flags.DEFINE_enum('mode', 'all', ['all', 'damsm', 'stream', 'gan'], 'What to run.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', os.environ.get('MIRRORGAN_DISTRIBUTED', '') == '1',
+    'Call jax.distributed.initialize() (multi-host GPU / TPU pods).')
+_PROFILER_PORT = flags.DEFINE_integer(
+    'profiler_port', 0, 'Start a jax.profiler server on this port (0 = off).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+VOCAB_FILE = 'vocab.json'
+
+
+def resolve_vocabulary(config, workdir: epath.Path) -> vocab_lib.Vocabulary:
+  """The run's vocabulary: the DAMSM artifact's, else the workdir's, else built.
+
+  A built vocabulary is saved to `<workdir>/vocab.json`, so every phase and
+  every restart of the run uses the same words and ids.
+  """
+  damsm = damsm_training.artifact_dir(workdir)
+  if checkpointing.artifact_exists(damsm):
+    return vocab_lib.Vocabulary.load(damsm / VOCAB_FILE)
+  if (workdir / VOCAB_FILE).exists():
+    return vocab_lib.Vocabulary.load(workdir / VOCAB_FILE)
+  vocab = input_pipeline.build_vocabulary(config)
+  if jax.process_index() == 0:
+    vocab.save(workdir / VOCAB_FILE)
+  return vocab
+
+
+def run(config, workdir: epath.Path, mode: str) -> None:
+  """Runs the phases of `mode` in order."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
+  vocab = resolve_vocabulary(config, workdir)
+  logging.info('Vocabulary: %d words.', len(vocab))
+  pretraining = (('damsm', damsm_training), ('stream', stream_training))
+  for name, phase in pretraining:
+    if mode not in (name, 'all'):
+      continue
+    if mode == 'all' and checkpointing.artifact_exists(phase.artifact_dir(workdir)):
+      logging.info('%s: artifact exists at %s, skipping.', name, phase.artifact_dir(workdir))
+      continue
+    phase.train_and_evaluate(config, workdir, vocab)
+  if mode in ('gan', 'all'):
+    gan_training.train_and_evaluate(config, workdir, vocab)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  tf.config.set_visible_devices([], 'GPU')  # tf.data only; the GPUs belong to JAX.
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  if _PROFILER_PORT.value:
+    jax.profiler.start_server(_PROFILER_PORT.value)
+  logging.info('JAX process %d of %d, %d local / %d global devices (%s).',
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count(), jax.devices()[0].platform)
+  config = _CONFIG.value
+  logging.info('Config:\n%s', json.dumps(json.loads(config.to_json_best_effort()), indent=1))
+  run(config, epath.Path(_WORKDIR.value), _MODE.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,110 @@
+"""The GAN train step: updates, frozen networks, compiled-program arguments, devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mirrorgan_jax import gan_step
+from mirrorgan_jax.models import factory
+from tests import gan_fixtures
+from tests.conftest import ROOT
+
+
+def _setup(**overrides):
+  config = gan_fixtures.smoke_config(**overrides)
+  models = factory.create_models(config, gan_fixtures.VOCAB)
+  frozen = gan_fixtures.random_frozen(config, models)
+  state = gan_step.create_state(config, models, jax.random.PRNGKey(0))
+  return config, models, frozen, state
+
+
+def _leaves_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_step_updates_g_d_ema_and_never_frozen():
+  config, models, frozen, state = _setup()
+  before = jax.device_get(state)
+  frozen_before = jax.device_get(frozen)
+  step = gan_step.make_train_step(config, models, frozen)
+  state = step.place_state(state)
+  for seed in range(2):
+    state, metrics = step(state, gan_fixtures.random_batch(config, seed))
+  after = jax.device_get(state)
+  metrics = jax.device_get(metrics)
+  for key in ('d_loss', 'g_loss', 'caption_ce', 'kl', 'd_loss/d16', 'g_adv/d32',
+              'g_grad_norm', 'd_grad_norm'):
+    assert np.isfinite(metrics[key]), key
+  assert int(after.step) == 2
+  for name in ('g_params', 'd_params', 'g_batch_stats', 'd_batch_stats'):
+    assert not _leaves_equal(getattr(before, name), getattr(after, name)), name
+  # EMA after two steps: e2 = d^2 e0 + d(1-d) p1 + (1-d) p2, with e0 = p0; it moved
+  # off the initial parameters but stays much closer to them than the live ones.
+  ema_move = sum(float(np.abs(e - p).sum()) for e, p in zip(
+      jax.tree.leaves(after.ema_g_params), jax.tree.leaves(before.g_params)))
+  live_move = sum(float(np.abs(e - p).sum()) for e, p in zip(
+      jax.tree.leaves(after.g_params), jax.tree.leaves(before.g_params)))
+  assert 0 < ema_move < 0.01 * live_move
+  # The frozen networks are bit-identical, on the host and on the devices.
+  assert _leaves_equal(frozen_before, jax.device_get(frozen))
+  assert _leaves_equal(frozen_before, jax.device_get(step.frozen))
+
+
+def test_stream_gradient_reaches_generator():
+  """lambda changes G's update; with lambda = 0 the captioner does not matter."""
+  grads = {}
+  for weight in (0.0, 20.0):
+    config, models, frozen, state = _setup(**{'loss.stream_weight': weight})
+    step = gan_step.make_train_step(config, models, frozen)
+    new, _ = step(step.place_state(state), gan_fixtures.random_batch(config))
+    grads[weight] = jax.device_get(new.g_params)
+  assert not _leaves_equal(grads[0.0], grads[20.0])
+
+
+def test_frozen_params_are_arguments_not_constants():
+  """The compiled program takes the frozen variables as inputs; it bakes none in."""
+  sizes = {}
+  for hidden in (16, 64):
+    config, models, frozen, state = _setup(**{'model.captioner.hidden_size': hidden})
+    step = gan_step.make_train_step(config, models, frozen)
+    batch = gan_fixtures.random_batch(config)
+    jaxpr = jax.make_jaxpr(lambda s, f, b: gan_step._gan_step(config, models, None, s, f, b))(
+        state, frozen, batch)
+    big_consts = [c for c in jaxpr.consts if np.size(c) > 64]
+    assert not big_consts, [np.shape(c) for c in big_consts]
+    n_frozen = len(jax.tree.leaves(frozen))
+    assert len(jaxpr.jaxpr.invars) >= n_frozen
+    text = step.compiled.lower(step.place_state(state), step.frozen, batch).as_text()
+    sizes[hidden] = (len(text), sum(np.size(x) for x in jax.tree.leaves(frozen.captioner)))
+  (text16, params16), (text64, params64) = sizes[16], sizes[64]
+  assert params64 > 4 * params16
+  # Parameter values would add at least several characters each; shapes alone add few.
+  assert abs(text64 - text16) < 0.05 * text16
+
+
+def test_bfloat16_compute_runs():
+  config, models, frozen, state = _setup(**{'model.compute_dtype': 'bfloat16'})
+  step = gan_step.make_train_step(config, models, frozen)
+  state, metrics = step(step.place_state(state), gan_fixtures.random_batch(config))
+  assert all(np.isfinite(float(v)) for v in jax.device_get(metrics).values())
+  assert jax.tree.leaves(state.g_params)[0].dtype == jnp.float32
+
+
+@pytest.mark.parametrize('mode', ['jit', 'pmap'])
+def test_eight_devices_match_one_device(mode):
+  """jit over an 8-device Mesh and pmap on 8 devices equal one device (subprocess)."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-m', 'tests.multi_device_check', mode],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result['devices'] == 8
+  assert result['max_metric_diff'] < 1e-5, result
+  assert result['max_param_diff'] < 1e-5, result

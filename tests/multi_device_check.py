@@ -1,0 +1,50 @@
+"""Runs two GAN steps on one device and on 8 devices (jit Mesh or pmap); prints JSON diffs.
+
+Run with XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/gan_step_test.py).
+"""
+
+import functools
+import json
+import sys
+
+import jax
+import numpy as np
+
+from mirrorgan_jax import gan_step
+from mirrorgan_jax import parallel
+from mirrorgan_jax.models import factory
+from tests import gan_fixtures
+
+
+def run(mode: str) -> dict:
+  config = gan_fixtures.smoke_config(**{'parallel.mode': mode})
+  batches = [gan_fixtures.random_batch(config, seed) for seed in range(2)]
+
+  # Reference: the same function on one device, no mesh, no collectives.
+  models = factory.create_models(config, gan_fixtures.VOCAB)
+  frozen = gan_fixtures.random_frozen(config, models)
+  single = jax.jit(functools.partial(gan_step._gan_step, config, models, None))
+  ref = gan_step.create_state(config, models, jax.random.PRNGKey(0))
+  for b in batches:
+    ref, ref_metrics = single(ref, frozen, b)
+
+  axis = parallel.PMAP_AXIS if mode == 'pmap' else None
+  models = factory.create_models(config, gan_fixtures.VOCAB, bn_axis_name=axis)
+  step = gan_step.make_train_step(config, models, frozen)
+  state = step.place_state(gan_step.create_state(config, models, jax.random.PRNGKey(0)))
+  for b in batches:
+    state, metrics = step(state, b)
+  if mode == 'pmap':
+    state, metrics = parallel.unreplicate(state), parallel.unreplicate(metrics)
+
+  ref_metrics, metrics = jax.device_get((ref_metrics, metrics))
+  metric_diff = max(abs(float(ref_metrics[k]) - float(metrics[k])) for k in ref_metrics)
+  param_diff = max(
+      float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+      for a, b in zip(jax.tree.leaves(jax.device_get(ref)), jax.tree.leaves(jax.device_get(state))))
+  return {'mode': mode, 'devices': jax.device_count(), 'max_metric_diff': metric_diff,
+          'max_param_diff': param_diff}
+
+
+if __name__ == '__main__':
+  print(json.dumps(run(sys.argv[1])))

@@ -35,6 +35,11 @@ _MODE = flags.DEFINE_enum('mode', 'all', ['all', 'damsm', 'stream', 'gan'], 'Wha
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', os.environ.get('MIRRORGAN_DISTRIBUTED', '') == '1',
     'Call jax.distributed.initialize() (multi-host GPU / TPU pods).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0 (multi-node GPU without '
+    'SLURM/MPI; TPU pods detect it).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..n-1.')
 _PROFILER_PORT = flags.DEFINE_integer(
     'profiler_port', 0, 'Start a jax.profiler server on this port (0 = off).')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -83,7 +88,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; the GPUs belong to JAX.
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    # Unset values are detected (Cloud TPU, SLURM, Open MPI, Kubernetes).
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   if _PROFILER_PORT.value:
     jax.profiler.start_server(_PROFILER_PORT.value)
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).',

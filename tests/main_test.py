@@ -1,0 +1,109 @@
+"""End to end: `--mode all` on the smoke config, re-run skipping, and resume after SIGKILL."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from etils import epath
+import jax
+import numpy as np
+import pytest
+
+from configs import shapes
+from mirrorgan_jax import checkpointing
+from mirrorgan_jax import damsm_training
+from mirrorgan_jax import gan_step
+from mirrorgan_jax import main
+from mirrorgan_jax import stream_training
+from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.models import factory
+from tests.conftest import ROOT
+
+
+def _config(data_dir, profile=False, **train):
+  c = shapes.get_config('smoke')
+  c.data.data_dir = str(data_dir)
+  c.train.profile_steps = (2, 3) if profile else ()
+  for k, v in train.items():
+    c.train[k] = v
+  return c
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+  """One `--mode all` run of every phase on the smoke config."""
+  data_dir = tmp_path_factory.mktemp('tfds')
+  workdir = tmp_path_factory.mktemp('run')
+  main.run(_config(data_dir, profile=True), epath.Path(workdir), 'all')
+  return data_dir, workdir
+
+
+def test_all_phases_write_their_outputs(smoke_run):
+  _, workdir = smoke_run
+  assert checkpointing.artifact_exists(damsm_training.artifact_dir(workdir))
+  assert checkpointing.artifact_exists(stream_training.artifact_dir(workdir))
+  assert (workdir / 'vocab.json').exists() and (workdir / 'config.json').exists()
+  for phase in ('damsm', 'stream', 'gan'):
+    assert list((workdir / phase).glob('events.out.tfevents*')), phase
+    assert list((workdir / phase / 'checkpoints').iterdir()), phase
+  assert list((workdir / 'gan' / 'samples').glob('*_ema.png'))
+  assert list((workdir / 'gan' / 'profile').rglob('*.xplane.pb'))
+
+
+def test_rerun_skips_finished_phases(smoke_run, caplog):
+  data_dir, workdir = smoke_run
+  caplog.set_level('INFO')
+  started = time.time()
+  main.run(_config(data_dir), epath.Path(workdir), 'all')
+  assert 'damsm: artifact exists' in caplog.text
+  assert 'stream: artifact exists' in caplog.text
+  assert time.time() - started < 120
+
+
+def _final_gan_params(workdir, config):
+  vocab = vocab_lib.Vocabulary.load(workdir / 'vocab.json')
+  models = factory.create_models(config, len(vocab))
+  template = jax.eval_shape(
+      lambda: gan_step.create_state(config, models, jax.random.PRNGKey(0)))
+  state, _, step = checkpointing.Checkpointer(workdir / 'gan' / 'checkpoints').restore(
+      template)
+  return jax.device_get(state), step
+
+
+def test_resume_after_sigkill_matches_uninterrupted(smoke_run, tmp_path):
+  """Kill -9 after a checkpoint, restart: same final parameters as one run."""
+  data_dir, pretrained = smoke_run
+  overrides = dict(num_epochs=30, checkpoint_every_steps=10, eval_every_steps=10_000,
+                   log_every_steps=10)
+  dirs = {}
+  for name in ('uninterrupted', 'killed'):
+    dirs[name] = tmp_path / name
+    for part in ('damsm', 'stream'):
+      shutil.copytree(pretrained / part / 'artifact', dirs[name] / part / 'artifact')
+    shutil.copy(pretrained / 'vocab.json', dirs[name] / 'vocab.json')
+  main.run(_config(data_dir, **overrides), epath.Path(dirs['uninterrupted']), 'gan')
+
+  command = [sys.executable, '-m', 'mirrorgan_jax.main', '--config=configs/shapes.py:smoke',
+             f'--workdir={dirs["killed"]}', '--mode=gan',
+             f'--config.data.data_dir={data_dir}'] + [
+                 f'--config.train.{k}={v}' for k, v in overrides.items()]
+  proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpts = dirs['killed'] / 'gan' / 'checkpoints'
+  deadline = time.time() + 300
+  while not (ckpts / '20').exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  config = _config(data_dir, **overrides)
+  _, killed_at = _final_gan_params(dirs['killed'], config)
+  total = 30 * 12  # 96 tiny-train images / batch 8 = 12 steps per epoch.
+  assert 20 <= killed_at < total, killed_at
+  subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+  want, want_step = _final_gan_params(dirs['uninterrupted'], config)
+  got, got_step = _final_gan_params(dirs['killed'], config)
+  assert want_step == got_step == total
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

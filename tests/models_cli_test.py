@@ -100,3 +100,7 @@ def test_bad_arguments(capsys):
   assert '--config is required' in capsys.readouterr().err
   assert models_cli.main(['models', f'--config={CUB}', '--bogus']) == 2
   assert 'bogus' in capsys.readouterr().err
+  assert models_cli.main(['models', f'--config={CUB}', '--config.model.bogus=1']) == 2
+  assert 'bogus' in capsys.readouterr().err
+  assert models_cli.main(['models', '--config=configs/nope.py']) == 2
+  assert 'No such file' in capsys.readouterr().err

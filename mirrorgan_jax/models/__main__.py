@@ -103,7 +103,8 @@ def module_groups(variables: dict[str, Any]) -> list[tuple[str, list[tuple[str, 
   stages = [('ca', g['ca'])]
   i = 0
   while f'stage{i}' in g:
-    stages.append((f'stage{i}', {f'stage{i}': g[f'stage{i}'], f'image{i}': g[f'image{i}']}))
+    stage = {f'stage{i}': g[f'stage{i}'], f'image{i}': g[f'image{i}']}
+    stages.append((f'stage{i}', stage))
     i += 1
   groups.append(('generator', stages))
   groups += [(name, [('', v['params'])]) for name, v in variables.items()
@@ -148,7 +149,7 @@ def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   """A private flag set (no clash with other entry points' global flags)."""
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file(
-      'config', None, 'Experiment config, e.g. configs/cub.py or configs/shapes.py:smoke.',
+      'config', None, 'Experiment config, e.g. configs/cub.py, configs/shapes.py:smoke.',
       flag_values=fv, lock_config=True, sys_argv=list(argv))
   flags.DEFINE_integer('vocab_size', CUB_VOCAB_SIZE,
                        'Vocabulary size (CUB: 5450, AttnGAN encoders).', flag_values=fv)
@@ -171,7 +172,8 @@ def main(argv: Sequence[str]) -> int:
       raise flags.Error(f'unexpected arguments: {rest[1:]}')
     if fv.config is None:
       raise flags.Error('--config is required, e.g. --config configs/cub.py')
-  except flags.Error as e:
+    _ = fv.config.model  # A config file that failed to load raises only when read.
+  except (flags.Error, AttributeError, KeyError, OSError) as e:  # Bad flag or config.
     print(f'error: {e}\n{__doc__}', file=sys.stderr)
     return 2
   config = fv.config

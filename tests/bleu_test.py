@@ -46,7 +46,8 @@ def test_paper_example_corpus_sums_counts_over_segments():
 def test_identical_hypothesis_scores_one():
   refs = [['a', 'red', 'circle', 'left', 'of', 'a', 'blue', 'square']]
   assert bleu.corpus_bleu([refs[0]], [refs]) == pytest.approx(1.0)
-  assert bleu.corpus_bleu([[3, 4, 5, 6, 7]], [[[9, 9], [3, 4, 5, 6, 7]]]) == pytest.approx(1.0)
+  ids = [3, 4, 5, 6, 7]
+  assert bleu.corpus_bleu([ids], [[[9, 9], ids]]) == pytest.approx(1.0)
 
 
 def test_clipping():

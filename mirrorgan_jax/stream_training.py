@@ -1,0 +1,484 @@
+"""The STREAM phase: pretrains the captioner that MirrorGAN later keeps frozen.
+
+The captioner (`models/captioner.py`) learns to describe real images with
+teacher forcing: token-mean cross-entropy (`losses.caption_loss`) of the
+batch's caption, Adam (`stream.learning_rate`, PyTorch's default betas as the
+tutorial the authors used). It sees the largest generator-stage image of each
+batch (`image_<final size>` in [-1, 1]), the size and range the generator will
+produce, so that the GAN loss scores images like those STREAM was trained on
+(spec section 10, item 6).
+
+Frozen backbone (`model.captioner.train_backbone = False`, the reference with an
+ImageNet ResNet-152): its parameters get no update (`image_encoder.trainable_mask`
+with `optax.multi_transform`, no Adam moments kept), no gradient is computed
+for them (`freeze_backbone`), and its BatchNorm runs in eval mode (running
+statistics kept), as the captioner runs inside the GAN loss. The encoder head
+(Linear + BatchNorm) and the decoder are trained, head BatchNorm in train mode.
+
+Every epoch and at the end the test split is evaluated: teacher-forced loss
+and token accuracy of each image's first caption, and corpus BLEU-4 of greedy
+(and beam-search) redescriptions against all of the image's captions, written
+as `eval/...` scalars, with sample redescriptions (TensorBoard text and image,
+and `<workdir>/stream/samples_<step>.txt`). The result is the artifact
+`<workdir>/stream/artifact` (variables {'captioner': {params, batch_stats}},
+vocabulary, metadata). `stream.init_checkpoint` starts from such an artifact
+(e.g. one converted from PyTorch by `mirrorgan_jax.pretrained`).
+
+Parallelism: data parallel with jit over a `data` Mesh (parameters replicated,
+batch sharded, BatchNorm statistics over the global batch), whatever
+`parallel.mode` says (that field selects the GAN phase's mode).
+"""
+
+import functools
+from typing import Any, Iterable
+
+from absl import logging
+from clu import parameter_overview
+from etils import epath
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from mirrorgan_jax import checkpointing
+from mirrorgan_jax import image_grid
+from mirrorgan_jax import losses
+from mirrorgan_jax import parallel
+from mirrorgan_jax import training_loop
+from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.data import preprocessing
+from mirrorgan_jax.evaluation import bleu
+from mirrorgan_jax.models import captioner as captioner_lib
+from mirrorgan_jax.models import factory
+from mirrorgan_jax.models import image_encoder
+
+ARTIFACT_KEY = 'captioner'  # The artifact's variables are {ARTIFACT_KEY: {...}}.
+NUM_SAMPLES = 8  # Test images whose redescriptions are written each evaluation.
+# `model.captioner` fields that shape the weights; the others (train_backbone,
+# decoding lengths) may differ between the artifact and the run that loads it.
+ARCHITECTURE_FIELDS = ('backbone', 'input_size', 'small_cnn_features', 'feature_dim',
+                       'embed_dim', 'hidden_size')
+_TRAIN_KEYS = ('caption_ids', 'caption_len')
+_EVAL_KEYS = ('caption_ids', 'caption_len', 'all_caption_ids', 'all_caption_len', 'mask')
+
+
+def artifact_dir(workdir: epath.Path | str) -> epath.Path:
+  """Where the STREAM phase writes its artifact: `<workdir>/stream/artifact`."""
+  return epath.Path(workdir) / 'stream' / 'artifact'
+
+
+@flax.struct.dataclass
+class StreamState:
+  """Everything the STREAM phase checkpoints."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def image_key(config: ml_collections.ConfigDict) -> str:
+  """Batch key of the image STREAM trains on: the last generator stage's size."""
+  return preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
+
+
+def backbone_frozen(config: ml_collections.ConfigDict) -> bool:
+  return not config.model.captioner.train_backbone
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam on every parameter, or on all but the backbone when it is frozen."""
+  adam = optax.adam(config.stream.learning_rate)
+  if not backbone_frozen(config):
+    return adam
+
+  def labels(params):
+    return jax.tree.map(lambda trainable: 'train' if trainable else 'frozen',
+                        image_encoder.trainable_mask(params))
+  return optax.multi_transform({'train': adam, 'frozen': optax.set_to_zero()}, labels)
+
+
+def _backbone_eval_mode(next_fun, args, kwargs, context):
+  """Flax interceptor: the captioner's backbone runs with BatchNorm in eval mode."""
+  module = context.module
+  if (context.method_name == '__call__' and module.name == image_encoder.BACKBONE
+      and isinstance(module.parent, captioner_lib.CaptionEncoder)):
+    return next_fun(*args[:1], **{**kwargs, 'train': False})
+  return next_fun(*args, **kwargs)
+
+
+def train_forward(model: captioner_lib.Captioner, variables: Any, images: jax.Array,
+                  captions: jax.Array, lengths: jax.Array,
+                  frozen_backbone: bool) -> tuple[jax.Array, Any]:
+  """Teacher-forced logits in training mode and the updated batch statistics.
+
+  Args:
+    model: the captioner.
+    variables: {'params', 'batch_stats'}.
+    images: [B, H, W, 3] in [-1, 1]; captions [B, T]; lengths [B].
+    frozen_backbone: run the backbone's BatchNorm in eval mode (its running
+      statistics unchanged); the head's BatchNorm always uses batch statistics.
+  Returns:
+    (logits [B, T, V], new batch_stats).
+  """
+  def apply():
+    return model.apply(variables, images, captions, lengths, train=True,
+                       mutable=['batch_stats'])
+  if frozen_backbone:
+    with nn.intercept_methods(_backbone_eval_mode):
+      logits, mutated = apply()
+  else:
+    logits, mutated = apply()
+  return logits, mutated['batch_stats']
+
+
+def _token_counts(logits: jax.Array, targets: jax.Array,
+                  lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(argmax == target count, real token count) over t < lengths[b]."""
+  valid = jnp.arange(targets.shape[1])[None, :] < lengths[:, None]
+  correct = jnp.sum((jnp.argmax(logits, axis=-1) == targets) & valid)
+  return correct.astype(jnp.float32), jnp.sum(valid).astype(jnp.float32)
+
+
+def token_accuracy(logits: jax.Array, targets: jax.Array,
+                   lengths: jax.Array) -> jax.Array:
+  """Fraction of real tokens whose teacher-forced argmax is the target.
+
+  Args:
+    logits: [B, T, V]; logits[:, t] scores targets[:, t].
+    targets: [B, T] token ids; positions t >= lengths[b] are padding.
+    lengths: [B] real tokens per caption.
+  Returns:
+    Scalar accuracy in [0, 1] (0 when there is no real token).
+  """
+  correct, count = _token_counts(logits, targets, lengths)
+  return correct / jnp.maximum(count, 1.0)
+
+
+def _train_step(model, tx, frozen_backbone, key, state: StreamState, batch):
+  images, ids, lengths = batch[key], batch['caption_ids'], batch['caption_len']
+
+  def loss_fn(params):
+    logits, stats = train_forward(
+        model, {'params': params, 'batch_stats': state.batch_stats}, images, ids,
+        lengths, frozen_backbone)
+    return losses.caption_loss(logits, ids, lengths), (logits, stats)
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(step=state.step + 1,
+                            params=optax.apply_updates(state.params, updates),
+                            batch_stats=batch_stats, opt_state=opt_state)
+  metrics = {'loss': loss, 'token_accuracy': token_accuracy(logits, ids, lengths),
+             'grad_norm': optax.global_norm(grads)}
+  return new_state, metrics
+
+
+def make_train_step(config: ml_collections.ConfigDict, model: captioner_lib.Captioner,
+                    tx: optax.GradientTransformation,
+                    mesh: jax.sharding.Mesh | None = None):
+  """Compiles the STREAM step over a `data` Mesh.
+
+  Args:
+    config: experiment config.
+    model: the captioner (from `factory.create_models`).
+    tx: `create_optimizer(config)`.
+    mesh: device mesh (default: all devices).
+  Returns:
+    train_step(state, batch) -> (state, metrics), taking a host numpy batch
+    (only the image of `image_key(config)` and the caption are sent to the
+    devices) and a state placed with `train_step.place_state`.
+  """
+  mesh = mesh or parallel.create_mesh()
+  frozen = backbone_frozen(config)
+  if frozen:  # Same parameters; no gradient is computed through the backbone.
+    model = model.clone(freeze_backbone=True)
+  key = image_key(config)
+  rep = parallel.replicated(mesh)
+  step = jax.jit(functools.partial(_train_step, model, tx, frozen, key),
+                 in_shardings=(rep, parallel.batch_sharded(mesh)),
+                 out_shardings=(rep, rep), donate_argnums=0)
+
+  def train_step(state, batch):
+    batch = {k: batch[k] for k in (key,) + _TRAIN_KEYS}
+    return step(state, parallel.global_batch(batch, mesh))
+
+  train_step.compiled = step
+  # The state must arrive with the output sharding, or the second call recompiles.
+  train_step.place_state = functools.partial(parallel.replicate, mesh=mesh)
+  return train_step
+
+
+def _template_inputs(config):
+  size = config.model.captioner.input_size
+  words = config.data.words_num
+  return (jnp.zeros((2, size, size, 3)), jnp.zeros((2, words), jnp.int32),
+          jnp.full((2,), words, jnp.int32))
+
+
+def _tree_mismatches(got: Any, want: Any) -> list[str]:
+  """Paths whose presence or shape differs between two variable trees."""
+  got_flat = {jax.tree_util.keystr(p): np.shape(x)
+              for p, x in jax.tree_util.tree_flatten_with_path(got)[0]}
+  want_flat = {jax.tree_util.keystr(p): tuple(x.shape)
+               for p, x in jax.tree_util.tree_flatten_with_path(want)[0]}
+  out = [f'{k}: missing' for k in sorted(want_flat.keys() - got_flat.keys())]
+  out += [f'{k}: unexpected' for k in sorted(got_flat.keys() - want_flat.keys())]
+  out += [f'{k}: {got_flat[k]} instead of {want_flat[k]}'
+          for k in sorted(want_flat.keys() & got_flat.keys())
+          if got_flat[k] != want_flat[k]]
+  return out
+
+
+def init_variables(config: ml_collections.ConfigDict, model: captioner_lib.Captioner,
+                   vocab: vocab_lib.Vocabulary, rng: jax.Array) -> Any:
+  """Fresh captioner variables, or those of `config.stream.init_checkpoint`.
+
+  Raises:
+    ValueError: the checkpoint's vocabulary is not `vocab`, its recorded
+      architecture differs from the config, or its variables do not fit.
+  """
+  path = config.stream.init_checkpoint
+  if not path:
+    return model.init(rng, *_template_inputs(config), train=False)
+  variables, ckpt_vocab, _ = load_captioner(path, config)
+  if ckpt_vocab != vocab:
+    raise ValueError(
+        f'stream.init_checkpoint {path} was trained with a different vocabulary '
+        f'({len(ckpt_vocab)} words) than this run ({len(vocab)} words); STREAM must '
+        'use the STEM vocabulary (spec 10, item 11): convert it with the same '
+        'vocabulary.')
+  template = jax.eval_shape(
+      lambda: model.init(rng, *_template_inputs(config), train=False))
+  problems = _tree_mismatches(variables, template)
+  if problems:
+    raise ValueError(f'stream.init_checkpoint {path} does not fit the captioner of the '
+                     'config: ' + '; '.join(problems[:10]))
+  logging.info('STREAM starts from %s.', path)
+  return jax.tree.map(jnp.asarray, variables)
+
+
+def create_state(variables: Any, tx: optax.GradientTransformation) -> StreamState:
+  """Step 0 state from captioner variables."""
+  return StreamState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                     batch_stats=variables['batch_stats'],
+                     opt_state=tx.init(variables['params']))
+
+
+def _eval_step(model, key, max_len, beam_size, variables, batch):
+  """Teacher-forced counts and decoded ids of one (padded) eval batch."""
+  images, ids = batch[key], batch['caption_ids']
+  lengths = jnp.where(batch['mask'], batch['caption_len'], 0)  # Padding rows: no token.
+  logits = model.apply(variables, images, ids, lengths, train=False)
+  correct, count = _token_counts(logits, ids, lengths)
+  out = {'loss_sum': losses.caption_loss(logits, ids, lengths) * count,
+         'correct': correct, 'count': count,
+         'greedy': captioner_lib.greedy_decode(model, variables, images, max_len)[0],
+         **{k: batch[k] for k in ('all_caption_ids', 'all_caption_len', 'mask')}}
+  if beam_size > 1:
+    out['beam'] = captioner_lib.beam_search(
+        model, variables, images, beam_size, max_len)[0]
+  return out
+
+
+def _words(ids: np.ndarray, length: int | None = None) -> list[int]:
+  """Token ids up to `length` (default: up to the first <end>)."""
+  ids = [int(t) for t in ids]
+  end = captioner_lib.END_TOKEN
+  if length is None:
+    length = ids.index(end) if end in ids else len(ids)
+  return ids[:length]
+
+
+class Evaluator:
+  """Test-split loss, token accuracy, BLEU-4 and sample redescriptions."""
+
+  def __init__(self, config: ml_collections.ConfigDict, model: captioner_lib.Captioner,
+               vocab: vocab_lib.Vocabulary, eval_batches: Iterable[dict[str, np.ndarray]],
+               outdir: epath.Path, mesh: jax.sharding.Mesh | None = None):
+    c = config.model.captioner
+    self.key = image_key(config)
+    self.vocab, self.eval_batches, self.outdir = vocab, eval_batches, outdir
+    self.mesh = mesh or parallel.create_mesh()
+    self.decoders = ('greedy', 'beam') if c.beam_size > 1 else ('greedy',)
+    self.beam_size = c.beam_size
+    rep = parallel.replicated(self.mesh)
+    # Outputs replicated: every process gets the global batch for BLEU.
+    self.step = jax.jit(
+        functools.partial(_eval_step, model, self.key, c.max_decode_len, c.beam_size),
+        in_shardings=(rep, parallel.batch_sharded(self.mesh)), out_shardings=rep)
+    self.last: dict[str, float] | None = None  # Scalars of the latest evaluation.
+
+  def compute(self, state: StreamState) -> tuple[dict[str, float], dict[str, Any]]:
+    """Evaluates `state` on the whole eval split.
+
+    Returns:
+      (scalars {'loss', 'token_accuracy', 'bleu4_greedy'[, 'bleu4_beam']},
+       samples {'images' uint8 [n, S, S, 3], 'references', and per decoder a
+       list of n id lists}).
+    """
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    sums = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
+    hyps = {d: [] for d in self.decoders}
+    refs, samples = [], None
+    for batch in self.eval_batches:
+      images = batch[self.key]
+      batch = {k: batch[k] for k in (self.key,) + _EVAL_KEYS}
+      out = jax.device_get(self.step(variables, parallel.global_batch(batch, self.mesh)))
+      for k in sums:
+        sums[k] += float(out[k])
+      rows = np.flatnonzero(out['mask'])
+      for d in self.decoders:
+        hyps[d].extend(_words(out[d][i]) for i in rows)
+      refs.extend([_words(ids, n) for ids, n in
+                   zip(out['all_caption_ids'][i], out['all_caption_len'][i]) if n > 0]
+                  for i in rows)
+      if samples is None:  # The first images of this process's first batch.
+        n = min(NUM_SAMPLES, int(np.sum(batch['mask'])))
+        samples = {'images': image_grid.to_uint8(images[:n]), 'references': refs[:n],
+                   **{d: hyps[d][:n] for d in self.decoders}}
+    if not refs:
+      raise ValueError('the eval split gave no example to evaluate STREAM on')
+    count = max(sums['count'], 1.0)
+    scalars = {'loss': sums['loss_sum'] / count,
+               'token_accuracy': sums['correct'] / count}
+    for d in self.decoders:
+      scalars[f'bleu4_{d}'] = bleu.corpus_bleu(hyps[d], refs, max_n=4)
+    return scalars, samples
+
+  def format_samples(self, samples: dict[str, Any]) -> str:
+    """Plain text: per image its true captions, then each decoder's caption."""
+    names = {'true': 'true', 'greedy': 'greedy', 'beam': f'beam{self.beam_size}'}
+    width = max(len(n) for n in names.values()) + 1
+
+    def line(name, ids):
+      return f'  {names[name] + ":":{width}} {self.vocab.decode(ids)}'
+
+    blocks = []
+    for i, references in enumerate(samples['references']):
+      lines = [f'[{i}]'] + [line('true', r) for r in references]
+      lines += [line(d, samples[d][i]) for d in self.decoders]
+      blocks.append('\n'.join(lines))
+    return '\n\n'.join(blocks) + '\n'
+
+  def __call__(self, state: StreamState, step: int, writer) -> None:
+    """Evaluates and writes scalars, sample texts and images (training-loop hook)."""
+    scalars, samples = self.compute(state)
+    self.last = scalars
+    logging.info('STREAM eval at step %d: %s', step,
+                 ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+    text = self.format_samples(samples)
+    writer.write_texts(step, {'samples/redescriptions': f'```\n{text}```'})
+    grid = image_grid.tile(samples['images'][None])  # One row of the sample images.
+    writer.write_images(step, {'samples/images': grid[None]})
+    if jax.process_index() == 0:
+      self.outdir.mkdir(parents=True, exist_ok=True)
+      (self.outdir / f'samples_{step}.txt').write_text(text)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | str,
+                       vocab: vocab_lib.Vocabulary) -> epath.Path:
+  """Pretrains STREAM to `stream.num_epochs` (resuming) and writes its artifact.
+
+  Args:
+    config: experiment config (`model.captioner`, `stream`, `data`, `train` cadences).
+    workdir: run directory; the phase uses `<workdir>/stream`.
+    vocab: the run's (STEM) vocabulary.
+  Returns:
+    The artifact directory, `artifact_dir(workdir)`.
+  """
+  workdir = epath.Path(workdir)
+  mesh = parallel.create_mesh()
+  model = factory.create_models(config, len(vocab)).captioner
+  batch_size = config.stream.batch_size
+  _, eval_batches, info = input_pipeline.create_datasets(
+      config, vocab, batch_size=batch_size)
+  num_steps = config.stream.num_epochs * info.steps_per_epoch
+  tx = create_optimizer(config)
+  train_step = make_train_step(config, model, tx, mesh)
+  evaluator = Evaluator(config, model, vocab, eval_batches, workdir / 'stream', mesh)
+
+  def init_state():
+    variables = init_variables(config, model, vocab, jax.random.PRNGKey(config.seed))
+    return train_step.place_state(create_state(variables, tx))
+
+  def on_start(state, writer):
+    overview = parameter_overview.get_parameter_overview(
+        jax.device_get(state.params), include_stats=False)
+    logging.info('STREAM parameters (backbone %s):\n%s',
+                 'frozen' if backbone_frozen(config) else 'trained', overview)
+    writer.write_texts(0, {'parameters': f'```\n{overview}\n```'})
+
+  phase = training_loop.Phase(
+      name='stream', num_steps=num_steps, init_state=init_state, train_step=train_step,
+      batches=lambda start: input_pipeline.create_datasets(
+          config, vocab, start_step=start, batch_size=batch_size)[0],
+      evaluate=evaluator, eval_every=info.steps_per_epoch,
+      log_every=config.train.log_every_steps,
+      checkpoint_every=config.train.checkpoint_every_steps,
+      keep_checkpoints=config.train.keep_checkpoints, on_start=on_start)
+  state = training_loop.run(phase, workdir)
+  final = evaluator.last
+  if final is None:  # Resumed after the last step: the loop evaluated nothing.
+    final, _ = evaluator.compute(state)
+  meta = {'phase': 'stream', 'source': 'trained', 'vocab_size': len(vocab),
+          'model': {'captioner': config.model.captioner.to_dict()},
+          'steps': num_steps, 'batch_size': batch_size,
+          'init_checkpoint': config.stream.init_checkpoint or None, 'eval': final}
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  checkpointing.save_artifact(
+      artifact_dir(workdir), {ARTIFACT_KEY: variables}, vocab, meta)
+  logging.info('STREAM artifact written to %s (test BLEU-4 greedy %.4f).',
+               artifact_dir(workdir), final['bleu4_greedy'])
+  return artifact_dir(workdir)
+
+
+def _comparable(value: Any) -> Any:
+  return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_config(meta: dict, config: ml_collections.ConfigDict, path: Any) -> None:
+  """Raises ValueError naming every architecture field where `meta` and config differ."""
+  recorded = (meta.get('model') or {}).get(ARTIFACT_KEY)
+  if not isinstance(recorded, dict):
+    raise ValueError(f'{path}/meta.json records no model.captioner config; it is not a '
+                     'STREAM artifact')
+  want = config.model.captioner
+  fields = [f for f in ARCHITECTURE_FIELDS
+            if f != 'small_cnn_features' or want.backbone == 'small_cnn']
+  diffs = [f'model.captioner.{f}: artifact {recorded.get(f)!r}, config {want[f]!r}'
+           for f in fields if _comparable(recorded.get(f)) != _comparable(want[f])]
+  if diffs:
+    raise ValueError(
+        f'the STREAM artifact {path} was built with another captioner than the '
+        'config: ' + '; '.join(diffs) + ". Set these config fields to the artifact's "
+        'values or retrain STREAM.')
+
+
+def load_captioner(path: epath.Path | str, config: ml_collections.ConfigDict | None = None
+                   ) -> tuple[Any, vocab_lib.Vocabulary, dict]:
+  """Loads a STREAM artifact.
+
+  Args:
+    path: artifact directory (`artifact_dir(workdir)` or a converted one).
+    config: if given, its `model.captioner` must match the recorded one.
+  Returns:
+    (captioner variables {'params', 'batch_stats'} as numpy arrays, vocabulary,
+    metadata).
+  Raises:
+    FileNotFoundError: incomplete artifact.
+    ValueError: not a captioner artifact, or a config mismatch (names the fields).
+  """
+  variables, vocab, meta = checkpointing.load_artifact(path)
+  if not isinstance(variables, dict) or ARTIFACT_KEY not in variables:
+    keys = sorted(variables) if isinstance(variables, dict) else type(variables).__name__
+    raise ValueError(f'{path} holds {keys}, not a STREAM artifact (no {ARTIFACT_KEY!r} '
+                     'variables)')
+  if config is not None:
+    check_config(meta, config, path)
+  return variables[ARTIFACT_KEY], vocab, meta

@@ -27,7 +27,8 @@ def test_statistics_equal_numpy_mean_and_cov():
   rng = np.random.default_rng(0)
   x = rng.normal(3.0, 2.0, size=(203, 7)) @ rng.normal(size=(7, 7))
   acc = fid.StatisticsAccumulator()
-  for lo, hi in ((0, 1), (1, 1), (1, 50), (50, 51), (51, 203)):  # Empty and 1-row batches.
+  # Includes an empty and two 1-row batches.
+  for lo, hi in ((0, 1), (1, 1), (1, 50), (50, 51), (51, 203)):
     acc.update(x[lo:hi].astype(np.float32) if lo == 51 else x[lo:hi])
   stats = acc.result()
   x[51:] = x[51:].astype(np.float32)  # The float32 batch, as the accumulator saw it.
@@ -116,7 +117,8 @@ def test_frechet_distance_input_checks():
   with pytest.raises(ValueError, match=r'\[D, D\]'):
     fid.frechet_distance(np.zeros(2), np.eye(3), np.zeros(2), eye)
   with pytest.raises(ValueError, match='symmetric'):
-    fid.frechet_distance(np.zeros(2), np.array([[1.0, 1.0], [0.0, 1.0]]), np.zeros(2), eye)
+    fid.frechet_distance(np.zeros(2), np.array([[1.0, 1.0], [0.0, 1.0]]), np.zeros(2),
+                         eye)
   with pytest.raises(ValueError, match='NaN'):
     fid.frechet_distance(np.array([np.nan, 0.0]), eye, np.zeros(2), eye)
 

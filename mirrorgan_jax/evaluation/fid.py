@@ -92,7 +92,8 @@ class StatisticsAccumulator:
   def result(self) -> Statistics:
     """The statistics so far; needs at least two feature vectors."""
     if self._count < 2:
-      raise ValueError(f'a covariance needs at least 2 feature vectors, got {self._count}')
+      raise ValueError(
+          f'a covariance needs at least 2 feature vectors, got {self._count}')
     return Statistics(self._mean.copy(), self._scatter / (self._count - 1), self._count)
 
 
@@ -162,7 +163,8 @@ def fid_from_statistics(a: Statistics, b: Statistics) -> float:
   return frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
 
 
-def save_statistics(path: epath.PathLike, stats: Statistics, fingerprint: str = '') -> None:
+def save_statistics(path: epath.PathLike, stats: Statistics,
+                    fingerprint: str = '') -> None:
   """Writes statistics to an `.npz` (written to a temporary name, then renamed).
 
   Args:

@@ -38,7 +38,8 @@ def _kl_to_marginal(p: np.ndarray) -> float:
   """exp(mean_x KL(p(y|x) || p(y))) of one split [n, C]."""
   marginal = p.mean(axis=0)
   positive = p > 0  # Where p > 0 the marginal is > 0 too.
-  log_ratio = np.log(np.where(positive, p, 1.0)) - np.log(np.where(positive, marginal, 1.0))
+  log_ratio = (np.log(np.where(positive, p, 1.0))
+               - np.log(np.where(positive, marginal, 1.0)))
   return float(np.exp(np.sum(np.where(positive, p * log_ratio, 0.0)) / p.shape[0]))
 
 
@@ -63,7 +64,8 @@ def inception_score(probs: np.ndarray, num_splits: int = 10, *,
   if not 1 <= num_splits <= p.shape[0]:
     raise ValueError(f'num_splits must be in [1, N={p.shape[0]}], got {num_splits}')
   if not np.isfinite(p).all() or (p < 0).any():
-    raise ValueError('probs must be finite and non-negative (softmax outputs, not logits)')
+    raise ValueError(
+        'probs must be finite and non-negative (softmax outputs, not logits)')
   sums = p.sum(axis=1)
   if np.abs(sums - 1.0).max() > _SUM_TOLERANCE:
     raise ValueError(f'rows of probs must sum to 1 (softmax outputs, not logits); '

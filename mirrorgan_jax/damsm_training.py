@@ -1,0 +1,564 @@
+"""The DAMSM phase: pretrains STEM, the text and image encoders MirrorGAN keeps frozen.
+
+As the reference's `pretrain_DAMSM.py` (spec sections 1.4-1.6): both encoders
+are trained on loss = word_loss0 + word_loss1 + sentence_loss0 + sentence_loss1
+(`losses.damsm_*`, gamma1/2/3 from `config.loss`, same-class negatives masked
+by the batch's `class_id`), with embedding dropout (rng stream 'dropout') and
+Adam (b1 0.5, b2 0.999) at lr = `damsm.learning_rate` * 0.98**epoch until it
+first falls to lr0 / 10 or below (the reference multiplies by 0.98 after each
+epoch while lr > lr0 / 10, so it settles at 0.98**114 lr0 = 0.09995 lr0).
+The reference builds a *fresh Adam every epoch*; we reset the Adam moments and
+bias-correction count at every epoch start (`restart_every`). Gradients of the
+text encoder only are clipped to global norm `damsm.grad_clip`.
+
+Image backbone: with `model.image_encoder.train_backbone = False` (reference:
+ImageNet Inception-v3) it gets no update and no gradient, and its BatchNorm runs
+in eval mode, so its statistics stay bit-identical. Departure: the reference
+left the whole CNN in train mode, so the frozen Inception normalised with batch
+statistics and its running statistics drifted (spec 1.4 caveat); we keep the
+statistics the encoder is later frozen with, so the head is trained on the
+features it will see. With `train_backbone = True` (small-CNN configs) the
+backbone trains, BatchNorm in train mode. The input image is the largest
+generator-stage image (CUB 256 px, resized by the encoder to 299), the image
+R-precision of generated images feeds it; the reference cropped 299 px from 355.
+
+Every epoch and at the end the test split is evaluated in eval mode: the four
+losses over its full batches (the reference's drop_last), R-precision of every
+real test image against its first caption and 99 captions of other classes
+drawn from all test captions (`evaluation.r_precision`), written as `eval/...`
+scalars, and a grid of test images with the DAMSM word-attention maps of their
+captions. The result is the artifact `<workdir>/damsm/artifact`: variables
+{'text_encoder': {params}, 'image_encoder': {params, batch_stats}}, vocabulary
+and metadata. `damsm.init_text_encoder` / `init_image_encoder` start from such
+an artifact (e.g. AttnGAN's, converted by `python -m mirrorgan_jax.pretrained`).
+
+Data parallel with jit over a `data` Mesh (parameters replicated, batch
+sharded; the contrastive losses and BatchNorm see the global batch).
+"""
+
+import functools
+from typing import Any, Iterable, NamedTuple
+
+from absl import logging
+from clu import parameter_overview
+from etils import epath
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from mirrorgan_jax import checkpointing
+from mirrorgan_jax import image_grid
+from mirrorgan_jax import losses
+from mirrorgan_jax import parallel
+from mirrorgan_jax import training_loop
+from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.data import preprocessing
+from mirrorgan_jax.evaluation import r_precision
+from mirrorgan_jax.models import factory
+from mirrorgan_jax.models import image_encoder as image_encoder_lib
+from mirrorgan_jax.pretrained import gan as gan_convert
+
+TEXT, IMAGE = 'text_encoder', 'image_encoder'  # Keys of params and artifact variables.
+ADAM_B1, ADAM_B2 = 0.5, 0.999  # Reference DAMSM Adam betas.
+LR_DECAY = 0.98  # Per-epoch learning-rate factor (reference).
+NUM_MISMATCHED = 99  # R-precision protocol: 1 true + 99 mismatched captions.
+NUM_ATTENTION_IMAGES = 6  # Test images in the word-attention summary.
+# Config fields that shape the weights or the features; the others (dropout,
+# train_backbone) may differ between the artifact and the run that loads it.
+ARCHITECTURE_FIELDS = {TEXT: ('embedding_dim', 'hidden_size'),
+                       IMAGE: ('backbone', 'input_size', 'small_cnn_features')}
+_TRAIN_KEYS = ('caption_ids', 'caption_len', 'class_id')
+_EVAL_KEYS = _TRAIN_KEYS + ('all_caption_ids', 'all_caption_len', 'mask')
+
+
+def artifact_dir(workdir: epath.Path | str) -> epath.Path:
+  """Where the DAMSM phase writes its artifact: `<workdir>/damsm/artifact`."""
+  return epath.Path(workdir) / 'damsm' / 'artifact'
+
+
+@flax.struct.dataclass
+class DamsmState:
+  """Everything the DAMSM phase checkpoints."""
+  step: jax.Array
+  rng: jax.Array  # Raw uint32[2] key; per-step dropout keys fold in `step`.
+  params: Any  # {TEXT: ..., IMAGE: ...}
+  batch_stats: Any  # Of the image encoder (the text encoder has none).
+  opt_state: Any
+
+
+def image_key(config: ml_collections.ConfigDict) -> str:
+  """Batch key of the image DAMSM trains on: the last generator stage's size."""
+  return preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
+
+
+# ----------------------------------------------------------------- optimiser
+def decay_epochs(base_lr: float) -> int:
+  """Epochs whose end multiplies the lr by 0.98 (reference: while lr > lr0 / 10)."""
+  lr, n = base_lr, 0
+  while lr > base_lr / 10.0:
+    lr *= LR_DECAY
+    n += 1
+  return n
+
+
+def learning_rate(base_lr: float, epoch: int | jax.Array) -> jax.Array:
+  """Learning rate of a (0-based) epoch: base * 0.98**min(epoch, decay_epochs)."""
+  return base_lr * LR_DECAY ** jnp.minimum(epoch, decay_epochs(base_lr))
+
+
+class RestartState(NamedTuple):
+  """State of `restart_every`: updates so far and the inner state."""
+  count: jax.Array
+  inner: Any
+
+
+def restart_every(inner: optax.GradientTransformation,
+                  period: int) -> optax.GradientTransformation:
+  """Runs `inner` from a freshly initialised state every `period` updates.
+
+  The reference creates a new Adam at every epoch start; with `period` =
+  steps per epoch, the moments and the bias-correction count restart there.
+  """
+  if period < 1:
+    raise ValueError(f'restart period must be >= 1, got {period}')
+
+  def init(params):
+    return RestartState(jnp.zeros([], jnp.int32), inner.init(params))
+
+  def update(updates, state, params=None):
+    restart = state.count % period == 0
+    fresh = inner.init(updates)  # Only shapes are read (Adam's zero moments).
+    inner_state = jax.tree.map(lambda f, s: jnp.where(restart, f, s), fresh, state.inner)
+    updates, inner_state = inner.update(updates, inner_state, params)
+    return updates, RestartState(state.count + 1, inner_state)
+
+  return optax.GradientTransformation(init, update)
+
+
+def clip_text_encoder(max_norm: float) -> optax.GradientTransformation:
+  """Clips the global norm of the TEXT subtree's updates; the rest pass unchanged."""
+  return optax.masked(optax.clip_by_global_norm(max_norm),
+                      lambda params: {k: k == TEXT for k in params})
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     steps_per_epoch: int) -> optax.GradientTransformation:
+  """The reference DAMSM optimiser over {TEXT: ..., IMAGE: ...} parameters.
+
+  Text-encoder clip -> Adam restarted every epoch -> -lr(epoch); the image
+  backbone gets zero updates (and no Adam state) unless it is trained.
+  """
+  base_lr = config.damsm.learning_rate
+  tx = optax.chain(
+      clip_text_encoder(config.damsm.grad_clip),
+      restart_every(optax.scale_by_adam(b1=ADAM_B1, b2=ADAM_B2), steps_per_epoch),
+      optax.scale_by_schedule(
+          lambda count: -learning_rate(base_lr, count // steps_per_epoch)))
+  if config.model.image_encoder.train_backbone:
+    return tx
+
+  def labels(params):
+    return jax.tree.map(lambda trainable: 'train' if trainable else 'frozen',
+                        image_encoder_lib.trainable_mask(params))
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+
+
+# ----------------------------------------------------------------- steps
+def damsm_losses(loss_config: ml_collections.ConfigDict, regions: jax.Array,
+                 code: jax.Array, words: jax.Array, sentence: jax.Array,
+                 lengths: jax.Array, class_ids: jax.Array
+                 ) -> tuple[dict[str, jax.Array], jax.Array]:
+  """The four DAMSM loss terms of a batch and the word-attention maps.
+
+  Args:
+    loss_config: `config.loss` (gamma1, gamma2, gamma3).
+    regions: [B, h, w, D] region features; code: [B, D] image codes.
+    words: [B, T, D] word features; sentence: [B, D] sentence features.
+    lengths: [B] caption lengths; class_ids: [B] (same-class pairs masked).
+  Returns:
+    ({'word_loss0', 'word_loss1', 'sentence_loss0', 'sentence_loss1'} scalars,
+     attention maps [B, T, h, w] of each image with its own caption).
+  """
+  g = loss_config
+  w0, w1, maps = losses.damsm_word_loss(regions, words, lengths, class_ids,
+                                        g.gamma1, g.gamma2, g.gamma3)
+  s0, s1 = losses.damsm_sentence_loss(code, sentence, class_ids, g.gamma3)
+  return {'word_loss0': w0, 'word_loss1': w1, 'sentence_loss0': s0,
+          'sentence_loss1': s1}, maps
+
+
+def _train_step(models, tx, loss_config, train_backbone, lr_at, key,
+                state: DamsmState, batch):
+  ids, lengths = batch['caption_ids'], batch['caption_len']
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    words, sentence = models.text_encoder.apply(
+        {'params': params[TEXT]}, ids, lengths, train=True, rngs={'dropout': dropout_rng})
+    image_vars = {'params': params[IMAGE], 'batch_stats': state.batch_stats}
+    if train_backbone:
+      (regions, code), mutated = models.image_encoder.apply(
+          image_vars, batch[key], train=True, mutable=['batch_stats'])
+      stats = mutated['batch_stats']
+    else:  # Eval-mode BatchNorm: the frozen backbone's statistics stay (see above).
+      regions, code = models.image_encoder.apply(image_vars, batch[key], train=False)
+      stats = state.batch_stats
+    terms, _ = damsm_losses(loss_config, regions, code, words, sentence, lengths,
+                            batch['class_id'])
+    return sum(terms.values()), (terms, stats)
+
+  (loss, (terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(step=state.step + 1,
+                            params=optax.apply_updates(state.params, updates),
+                            batch_stats=stats, opt_state=opt_state)
+  metrics = {'loss': loss, **terms, 'learning_rate': lr_at(state.step),
+             'text_grad_norm': optax.global_norm(grads[TEXT]),
+             'image_grad_norm': optax.global_norm(grads[IMAGE])}
+  return new_state, metrics
+
+
+def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
+                    tx: optax.GradientTransformation, steps_per_epoch: int,
+                    mesh: jax.sharding.Mesh | None = None):
+  """Compiles the DAMSM step over a `data` Mesh.
+
+  Args:
+    config: experiment config.
+    models: from `factory.create_models` (text and image encoder are used).
+    tx: `create_optimizer(config, steps_per_epoch)`.
+    steps_per_epoch: train steps per epoch (for the logged learning rate).
+    mesh: device mesh (default: all devices).
+  Returns:
+    train_step(state, batch) -> (state, metrics), taking a host numpy batch and
+    a state placed with `train_step.place_state`.
+  """
+  mesh = mesh or parallel.create_mesh()
+  key = image_key(config)
+  base_lr = config.damsm.learning_rate
+  rep = parallel.replicated(mesh)
+  step = jax.jit(
+      functools.partial(_train_step, models, tx, ml_collections.FrozenConfigDict(config.loss),
+                        config.model.image_encoder.train_backbone,
+                        lambda step: learning_rate(base_lr, step // steps_per_epoch), key),
+      in_shardings=(rep, parallel.batch_sharded(mesh)), out_shardings=(rep, rep),
+      donate_argnums=0)
+
+  def train_step(state, batch):
+    batch = {k: batch[k] for k in (key,) + _TRAIN_KEYS}
+    return step(state, parallel.global_batch(batch, mesh))
+
+  train_step.compiled = step
+  # The state must arrive with the output sharding, or the second call recompiles.
+  train_step.place_state = functools.partial(parallel.replicate, mesh=mesh)
+  return train_step
+
+
+# ----------------------------------------------------------------- state
+def _init_fns(config, models, rng):
+  text_key, image_key_ = jax.random.split(rng)
+  words = config.data.words_num
+  ids, lengths = jnp.zeros((2, words), jnp.int32), jnp.full((2,), words, jnp.int32)
+  size = config.model.image_encoder.input_size
+  return {TEXT: lambda: models.text_encoder.init(text_key, ids, lengths),
+          IMAGE: lambda: models.image_encoder.init(image_key_, jnp.zeros((2, size, size, 3)))}
+
+
+def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
+                   vocab: vocab_lib.Vocabulary, rng: jax.Array) -> dict[str, Any]:
+  """{TEXT: variables, IMAGE: variables}: fresh, or from `damsm.init_*` artifacts.
+
+  Raises:
+    ValueError: an artifact's vocabulary is not `vocab`, its recorded model
+      config differs from the config, or its variables do not fit the model.
+  """
+  fresh = _init_fns(config, models, rng)
+  sources = {TEXT: config.damsm.init_text_encoder, IMAGE: config.damsm.init_image_encoder}
+  loaded, out = {}, {}
+  for name, path in sources.items():
+    if not path:
+      out[name] = fresh[name]()
+      continue
+    if path not in loaded:
+      variables, artifact_vocab, _ = load_encoders(path, config)
+      if artifact_vocab != vocab:
+        raise ValueError(
+            f'damsm.init_{name} {path} was trained with a different vocabulary '
+            f'({len(artifact_vocab)} words) than this run ({len(vocab)} words): use '
+            f'its vocabulary (--config.data.vocab_path={epath.Path(path) / "vocab.json"})')
+      loaded[path] = variables
+    try:
+      gan_convert.check_against(loaded[path][name], jax.eval_shape(fresh[name]))
+    except ValueError as e:
+      raise ValueError(f'damsm.init_{name} {path}: {e}') from None
+    logging.info('DAMSM %s starts from %s.', name, path)
+    out[name] = jax.tree.map(jnp.asarray, loaded[path][name])
+  return out
+
+
+def create_state(variables: dict[str, Any], tx: optax.GradientTransformation,
+                 rng: jax.Array) -> DamsmState:
+  """Step 0 state from {TEXT, IMAGE} variables."""
+  params = {TEXT: variables[TEXT]['params'], IMAGE: variables[IMAGE]['params']}
+  return DamsmState(step=jnp.zeros((), jnp.int32), rng=rng, params=params,
+                    batch_stats=variables[IMAGE].get('batch_stats', {}),
+                    opt_state=tx.init(params))
+
+
+def encoder_variables(state: DamsmState) -> dict[str, Any]:
+  """The artifact's variables {TEXT: {params}, IMAGE: {params, batch_stats}}."""
+  return {TEXT: {'params': state.params[TEXT]},
+          IMAGE: {'params': state.params[IMAGE], 'batch_stats': state.batch_stats}}
+
+
+# ----------------------------------------------------------------- evaluation
+def _eval_step(models, loss_config, key, variables, batch):
+  """Losses, codes and attention maps of one (padded) eval batch, eval mode."""
+  ids, lengths = batch['caption_ids'], jnp.maximum(batch['caption_len'], 1)
+  words, sentence = models.text_encoder.apply(variables[TEXT], ids, lengths)
+  regions, code = models.image_encoder.apply(variables[IMAGE], batch[key])
+  terms, maps = damsm_losses(loss_config, regions, code, words, sentence, lengths,
+                             batch['class_id'])
+  b, n, t = batch['all_caption_ids'].shape
+  pool_len = batch['all_caption_len'].reshape(b * n)
+  _, pool = models.text_encoder.apply(
+      variables[TEXT], batch['all_caption_ids'].reshape(b * n, t), jnp.maximum(pool_len, 1))
+  return {**terms, 'code': code, 'sentence': sentence, 'pool': pool.reshape(b, n, -1),
+          'attention': maps, **{k: batch[k] for k in _EVAL_KEYS if k != 'all_caption_ids'}}
+
+
+def attention_grid(images: np.ndarray, maps: np.ndarray, lengths: np.ndarray,
+                   max_words: int) -> np.ndarray:
+  """One row per image: the image, then its attention map over each word.
+
+  Args:
+    images: uint8 [n, S, S, 3].
+    maps: word-attention maps [n, T, h, w] (attention over regions per word).
+    lengths: [n] caption lengths; cells past a caption's end stay white.
+    max_words: columns of maps shown.
+  Returns:
+    uint8 grid (see `image_grid.tile`); each map is min-max normalised (a
+    uniform map shows nothing) and drawn in red over the image.
+  """
+  n, size = images.shape[0], images.shape[1]
+  cols = min(max_words, maps.shape[1])
+  heat = np.asarray(jax.image.resize(jnp.asarray(maps[:, :cols], jnp.float32),
+                                     (n, cols, size, size), 'bilinear'))
+  low = heat.min(axis=(2, 3), keepdims=True)
+  heat = (heat - low) / np.maximum(heat.max(axis=(2, 3), keepdims=True) - low, 1e-12)
+  base = images[:, None].astype(np.float32)
+  overlay = base * (1.0 - 0.7 * heat[..., None]) + 0.7 * heat[..., None] * np.array(
+      [255.0, 40.0, 0.0])
+  overlay = np.where((np.arange(cols)[None, :] < lengths[:, None])[..., None, None, None],
+                     overlay, 255.0)
+  cells = np.concatenate([base, overlay], axis=1)
+  return image_grid.tile(np.clip(np.rint(cells), 0, 255).astype(np.uint8))
+
+
+class Evaluator:
+  """Test-split DAMSM losses, R-precision of real images and attention maps."""
+
+  def __init__(self, config: ml_collections.ConfigDict, models: factory.Models,
+               vocab: vocab_lib.Vocabulary, eval_batches: Iterable[dict[str, np.ndarray]],
+               outdir: epath.Path, mesh: jax.sharding.Mesh | None = None):
+    self.config, self.vocab, self.eval_batches, self.outdir = (
+        config, vocab, eval_batches, outdir)
+    self.key = image_key(config)
+    self.mesh = mesh or parallel.create_mesh()
+    rep = parallel.replicated(self.mesh)
+    loss_config = ml_collections.FrozenConfigDict(config.loss)
+    # Outputs replicated: every process gets the global batch for R-precision.
+    self.step = jax.jit(functools.partial(_eval_step, models, loss_config, self.key),
+                        in_shardings=(rep, parallel.batch_sharded(self.mesh)),
+                        out_shardings=rep)
+    self.last: dict[str, float] | None = None  # Scalars of the latest evaluation.
+
+  def compute(self, state: DamsmState) -> tuple[dict[str, float], dict[str, Any]]:
+    """Evaluates `state` on the whole eval split.
+
+    Returns:
+      (scalars: the four losses, 'word_loss', 'sentence_loss', 'loss' (means
+       over full batches) and 'r_precision/top{1,2,3}_{mean,std}',
+       'r_precision/num_images', 'r_precision/num_mismatched';
+       sample: 'images' uint8, 'attention', 'caption_ids', 'caption_len' of up
+       to NUM_ATTENTION_IMAGES test images).
+    """
+    variables = encoder_variables(state)
+    sums, full_batches = {}, 0
+    codes, sentences, classes, pool, pool_classes = [], [], [], [], []
+    sample = None
+    for batch in self.eval_batches:
+      images = batch[self.key]
+      batch = {k: batch[k] for k in (self.key,) + _EVAL_KEYS}
+      out = jax.device_get(self.step(variables, parallel.global_batch(batch, self.mesh)))
+      mask = out['mask'].astype(bool)
+      if mask.all():  # Contrastive losses need a whole batch (reference: drop_last).
+        full_batches += 1
+        for k in ('word_loss0', 'word_loss1', 'sentence_loss0', 'sentence_loss1'):
+          sums[k] = sums.get(k, 0.0) + float(out[k])
+      codes.append(out['code'][mask])
+      sentences.append(out['sentence'][mask])
+      classes.append(out['class_id'][mask])
+      real = out['all_caption_len'][mask] > 0
+      pool.append(out['pool'][mask][real])
+      pool_classes.append(np.broadcast_to(out['class_id'][mask][:, None], real.shape)[real])
+      if sample is None:  # This process's first images (its rows come first).
+        n = min(NUM_ATTENTION_IMAGES, int(np.sum(batch['mask'])))
+        sample = {'images': image_grid.to_uint8(images[:n]),
+                  **{k: out[k][:n] for k in ('attention', 'caption_ids', 'caption_len')}}
+    if sample is None or not sum(len(c) for c in codes):
+      raise ValueError('the eval split gave no example to evaluate DAMSM on')
+    scalars = {k: v / full_batches for k, v in sums.items()}
+    if full_batches:
+      scalars['word_loss'] = scalars['word_loss0'] + scalars['word_loss1']
+      scalars['sentence_loss'] = scalars['sentence_loss0'] + scalars['sentence_loss1']
+      scalars['loss'] = scalars['word_loss'] + scalars['sentence_loss']
+    else:
+      logging.warning('DAMSM eval: no full eval batch, so no losses (only R-precision).')
+    scalars.update(self._r_precision(*(np.concatenate(x) for x in (
+        codes, sentences, classes, pool, pool_classes))))
+    return scalars, sample
+
+  def _r_precision(self, codes, sentences, classes, pool, pool_classes) -> dict[str, float]:
+    available = int(r_precision.eligible_counts(pool_classes, classes).min())
+    num = min(NUM_MISMATCHED, available)
+    if num < NUM_MISMATCHED:
+      logging.warning('DAMSM eval: only %d test captions of another class for some '
+                      'image; R-precision uses %d mismatched captions instead of %d.',
+                      available, num, NUM_MISMATCHED)
+    if num < 1:
+      return {}
+    out = r_precision.r_precision(codes, sentences, pool, pool_classes, classes,
+                                  np.random.default_rng(self.config.seed), num_mismatched=num)
+    return {'r_precision/num_mismatched': num,
+            **{f'r_precision/{k}': v for k, v in out.items() if k != 'num_folds'}}
+
+  def __call__(self, state: DamsmState, step: int, writer) -> None:
+    """Evaluates and writes scalars and the attention summary (training-loop hook)."""
+    scalars, sample = self.compute(state)
+    self.last = scalars
+    logging.info('DAMSM eval at step %d: %s', step,
+                 ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+    grid = attention_grid(sample['images'], sample['attention'], sample['caption_len'],
+                          self.config.data.words_num)
+    captions = [f'{i}: {self.vocab.decode(ids)}' for i, ids in enumerate(sample['caption_ids'])]
+    writer.write_images(step, {'attention/word_maps': grid[None]})
+    writer.write_texts(step, {'attention/captions': '\n\n'.join(captions)})
+    if jax.process_index() == 0:
+      image_grid.save_png(grid, self.outdir / f'attention_{step}.png')
+
+
+# ----------------------------------------------------------------- phase
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | str,
+                       vocab: vocab_lib.Vocabulary) -> epath.Path:
+  """Pretrains the DAMSM encoders to `damsm.num_epochs` (resuming), writes the artifact.
+
+  Args:
+    config: experiment config (`model.text_encoder`, `model.image_encoder`,
+      `damsm`, `loss`, `data`, `train` cadences).
+    workdir: run directory; the phase uses `<workdir>/damsm`.
+    vocab: the run's vocabulary (saved with the encoders).
+  Returns:
+    The artifact directory, `artifact_dir(workdir)`.
+  """
+  workdir = epath.Path(workdir)
+  mesh = parallel.create_mesh()
+  models = factory.create_models(config, len(vocab))
+  batch_size = config.damsm.batch_size
+  _, eval_batches, info = input_pipeline.create_datasets(config, vocab, batch_size=batch_size)
+  num_steps = config.damsm.num_epochs * info.steps_per_epoch
+  tx = create_optimizer(config, info.steps_per_epoch)
+  train_step = make_train_step(config, models, tx, info.steps_per_epoch, mesh)
+  evaluator = Evaluator(config, models, vocab, eval_batches, workdir / 'damsm', mesh)
+
+  def init_state():
+    rng, init_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    variables = init_variables(config, models, vocab, init_rng)
+    return train_step.place_state(create_state(variables, tx, rng))
+
+  def on_start(state, writer):
+    overview = '\n\n'.join(
+        f'{name}\n' + parameter_overview.get_parameter_overview(
+            jax.device_get(state.params[name]), include_stats=False)
+        for name in (TEXT, IMAGE))
+    logging.info('DAMSM parameters (image backbone %s):\n%s', 'trained' if
+                 config.model.image_encoder.train_backbone else 'frozen', overview)
+    writer.write_texts(0, {'parameters': f'```\n{overview}\n```'})
+
+  phase = training_loop.Phase(
+      name='damsm', num_steps=num_steps, init_state=init_state, train_step=train_step,
+      batches=lambda start: input_pipeline.create_datasets(
+          config, vocab, start_step=start, batch_size=batch_size)[0],
+      evaluate=evaluator, eval_every=info.steps_per_epoch,
+      log_every=config.train.log_every_steps,
+      checkpoint_every=config.train.checkpoint_every_steps,
+      keep_checkpoints=config.train.keep_checkpoints, on_start=on_start)
+  state = training_loop.run(phase, workdir)
+  final = evaluator.last
+  if final is None:  # Resumed after the last step: the loop evaluated nothing.
+    final, _ = evaluator.compute(state)
+  meta = {'phase': 'damsm', 'source': 'trained', 'vocab_size': len(vocab),
+          'model': {TEXT: config.model.text_encoder.to_dict(),
+                    IMAGE: config.model.image_encoder.to_dict()},
+          'steps': num_steps, 'batch_size': batch_size,
+          'init_text_encoder': config.damsm.init_text_encoder or None,
+          'init_image_encoder': config.damsm.init_image_encoder or None, 'eval': final}
+  checkpointing.save_artifact(artifact_dir(workdir), encoder_variables(state), vocab, meta)
+  logging.info('DAMSM artifact written to %s (test R-precision top-1 %s).',
+               artifact_dir(workdir), final.get('r_precision/top1_mean'))
+  return artifact_dir(workdir)
+
+
+# ----------------------------------------------------------------- loading
+def _comparable(value: Any) -> Any:
+  return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_config(meta: dict, config: ml_collections.ConfigDict, path: Any) -> None:
+  """Raises ValueError naming every architecture field where `meta` and config differ."""
+  recorded = meta.get('model') or {}
+  diffs = []
+  for net, fields in ARCHITECTURE_FIELDS.items():
+    if not isinstance(recorded.get(net), dict):
+      raise ValueError(f'{path}/meta.json records no model.{net} config; it is not a '
+                       'DAMSM artifact')
+    want = config.model[net]
+    for f in fields:
+      if f == 'small_cnn_features' and want.get('backbone') != 'small_cnn':
+        continue
+      if _comparable(recorded[net].get(f)) != _comparable(want[f]):
+        diffs.append(f'model.{net}.{f}: artifact {recorded[net].get(f)!r}, config {want[f]!r}')
+  if diffs:
+    raise ValueError(f'the DAMSM artifact {path} was built with other encoders than the '
+                     'config: ' + '; '.join(diffs) + ". Set these config fields to the "
+                     "artifact's values or retrain DAMSM.")
+
+
+def load_encoders(path: epath.Path | str, config: ml_collections.ConfigDict | None = None
+                  ) -> tuple[dict[str, Any], vocab_lib.Vocabulary, dict]:
+  """Loads a DAMSM artifact.
+
+  Args:
+    path: artifact directory (`artifact_dir(workdir)` or a converted one).
+    config: if given, its `model.text_encoder` / `model.image_encoder` must
+      match the recorded ones (architecture fields).
+  Returns:
+    ({TEXT: {'params'}, IMAGE: {'params', 'batch_stats'}} as numpy arrays,
+     vocabulary, metadata).
+  Raises:
+    FileNotFoundError: incomplete artifact.
+    ValueError: not a DAMSM artifact, or a config mismatch (names the fields).
+  """
+  variables, vocab, meta = checkpointing.load_artifact(path)
+  if not isinstance(variables, dict) or not {TEXT, IMAGE} <= set(variables):
+    keys = sorted(variables) if isinstance(variables, dict) else type(variables).__name__
+    raise ValueError(f'{path} holds {keys}, not a DAMSM artifact (needs {TEXT!r} and '
+                     f'{IMAGE!r} variables)')
+  if config is not None:
+    check_config(meta, config, path)
+  return {TEXT: variables[TEXT], IMAGE: variables[IMAGE]}, vocab, meta

@@ -242,9 +242,10 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
   base_lr = config.damsm.learning_rate
   rep = parallel.replicated(mesh)
   step = jax.jit(
-      functools.partial(_train_step, models, tx, ml_collections.FrozenConfigDict(config.loss),
-                        config.model.image_encoder.train_backbone,
-                        lambda step: learning_rate(base_lr, step // steps_per_epoch), key),
+      functools.partial(
+          _train_step, models, tx, ml_collections.FrozenConfigDict(config.loss),
+          config.model.image_encoder.train_backbone,
+          lambda step: learning_rate(base_lr, step // steps_per_epoch), key),
       in_shardings=(rep, parallel.batch_sharded(mesh)), out_shardings=(rep, rep),
       donate_argnums=0)
 
@@ -263,9 +264,9 @@ def _init_fns(config, models, rng):
   text_key, image_key_ = jax.random.split(rng)
   words = config.data.words_num
   ids, lengths = jnp.zeros((2, words), jnp.int32), jnp.full((2,), words, jnp.int32)
-  size = config.model.image_encoder.input_size
+  images = jnp.zeros((2,) + (config.model.image_encoder.input_size,) * 2 + (3,))
   return {TEXT: lambda: models.text_encoder.init(text_key, ids, lengths),
-          IMAGE: lambda: models.image_encoder.init(image_key_, jnp.zeros((2, size, size, 3)))}
+          IMAGE: lambda: models.image_encoder.init(image_key_, images)}
 
 
 def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
@@ -288,8 +289,8 @@ def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
       if artifact_vocab != vocab:
         raise ValueError(
             f'damsm.init_{name} {path} was trained with a different vocabulary '
-            f'({len(artifact_vocab)} words) than this run ({len(vocab)} words): use '
-            f'its vocabulary (--config.data.vocab_path={epath.Path(path) / "vocab.json"})')
+            f'({len(artifact_vocab)} words) than this run ({len(vocab)} words): use its '
+            f'vocabulary (--config.data.vocab_path={epath.Path(path) / "vocab.json"})')
       loaded[path] = variables
     try:
       gan_convert.check_against(loaded[path][name], jax.eval_shape(fresh[name]))
@@ -325,10 +326,12 @@ def _eval_step(models, loss_config, key, variables, batch):
                              batch['class_id'])
   b, n, t = batch['all_caption_ids'].shape
   pool_len = batch['all_caption_len'].reshape(b * n)
-  _, pool = models.text_encoder.apply(
-      variables[TEXT], batch['all_caption_ids'].reshape(b * n, t), jnp.maximum(pool_len, 1))
-  return {**terms, 'code': code, 'sentence': sentence, 'pool': pool.reshape(b, n, -1),
-          'attention': maps, **{k: batch[k] for k in _EVAL_KEYS if k != 'all_caption_ids'}}
+  _, pool = models.text_encoder.apply(variables[TEXT],
+                                      batch['all_caption_ids'].reshape(b * n, t),
+                                      jnp.maximum(pool_len, 1))
+  passed = {k: batch[k] for k in _EVAL_KEYS if k != 'all_caption_ids'}
+  return {**terms, **passed, 'code': code, 'sentence': sentence,
+          'pool': pool.reshape(b, n, -1), 'attention': maps}
 
 
 def attention_grid(images: np.ndarray, maps: np.ndarray, lengths: np.ndarray,
@@ -403,9 +406,9 @@ class Evaluator:
       codes.append(out['code'][mask])
       sentences.append(out['sentence'][mask])
       classes.append(out['class_id'][mask])
-      real = out['all_caption_len'][mask] > 0
+      real = out['all_caption_len'][mask] > 0  # [rows, captions per image]
       pool.append(out['pool'][mask][real])
-      pool_classes.append(np.broadcast_to(out['class_id'][mask][:, None], real.shape)[real])
+      pool_classes.append(np.repeat(out['class_id'][mask], real.sum(axis=1)))
       if sample is None:  # This process's first images (its rows come first).
         n = min(NUM_ATTENTION_IMAGES, int(np.sum(batch['mask'])))
         sample = {'images': image_grid.to_uint8(images[:n]),
@@ -423,7 +426,8 @@ class Evaluator:
         codes, sentences, classes, pool, pool_classes))))
     return scalars, sample
 
-  def _r_precision(self, codes, sentences, classes, pool, pool_classes) -> dict[str, float]:
+  def _r_precision(self, codes, sentences, classes, pool,
+                   pool_classes) -> dict[str, float]:
     available = int(r_precision.eligible_counts(pool_classes, classes).min())
     num = min(NUM_MISMATCHED, available)
     if num < NUM_MISMATCHED:
@@ -433,7 +437,8 @@ class Evaluator:
     if num < 1:
       return {}
     out = r_precision.r_precision(codes, sentences, pool, pool_classes, classes,
-                                  np.random.default_rng(self.config.seed), num_mismatched=num)
+                                  np.random.default_rng(self.config.seed),
+                                  num_mismatched=num)
     return {'r_precision/num_mismatched': num,
             **{f'r_precision/{k}': v for k, v in out.items() if k != 'num_folds'}}
 
@@ -446,7 +451,8 @@ class Evaluator:
     writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
     grid = attention_grid(sample['images'], sample['attention'], sample['caption_len'],
                           self.config.data.words_num)
-    captions = [f'{i}: {self.vocab.decode(ids)}' for i, ids in enumerate(sample['caption_ids'])]
+    captions = [f'{i}: {self.vocab.decode(ids)}'
+                for i, ids in enumerate(sample['caption_ids'])]
     writer.write_images(step, {'attention/word_maps': grid[None]})
     writer.write_texts(step, {'attention/captions': '\n\n'.join(captions)})
     if jax.process_index() == 0:
@@ -470,7 +476,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   mesh = parallel.create_mesh()
   models = factory.create_models(config, len(vocab))
   batch_size = config.damsm.batch_size
-  _, eval_batches, info = input_pipeline.create_datasets(config, vocab, batch_size=batch_size)
+  _, eval_batches, info = input_pipeline.create_datasets(config, vocab,
+                                                         batch_size=batch_size)
   num_steps = config.damsm.num_epochs * info.steps_per_epoch
   tx = create_optimizer(config, info.steps_per_epoch)
   train_step = make_train_step(config, models, tx, info.steps_per_epoch, mesh)
@@ -508,7 +515,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
           'steps': num_steps, 'batch_size': batch_size,
           'init_text_encoder': config.damsm.init_text_encoder or None,
           'init_image_encoder': config.damsm.init_image_encoder or None, 'eval': final}
-  checkpointing.save_artifact(artifact_dir(workdir), encoder_variables(state), vocab, meta)
+  checkpointing.save_artifact(artifact_dir(workdir), encoder_variables(state), vocab,
+                              meta)
   logging.info('DAMSM artifact written to %s (test R-precision top-1 %s).',
                artifact_dir(workdir), final.get('r_precision/top1_mean'))
   return artifact_dir(workdir)
@@ -532,7 +540,8 @@ def check_config(meta: dict, config: ml_collections.ConfigDict, path: Any) -> No
       if f == 'small_cnn_features' and want.get('backbone') != 'small_cnn':
         continue
       if _comparable(recorded[net].get(f)) != _comparable(want[f]):
-        diffs.append(f'model.{net}.{f}: artifact {recorded[net].get(f)!r}, config {want[f]!r}')
+        diffs.append(f'model.{net}.{f}: artifact {recorded[net].get(f)!r}, '
+                     f'config {want[f]!r}')
   if diffs:
     raise ValueError(f'the DAMSM artifact {path} was built with other encoders than the '
                      'config: ' + '; '.join(diffs) + ". Set these config fields to the "

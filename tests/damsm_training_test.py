@@ -209,12 +209,14 @@ def test_frozen_backbone_gets_no_update():
   config = shapes.get_config('smoke')
   config.model.image_encoder.train_backbone = False
   params = {'text_encoder': {'w': jnp.zeros(2)},
-            'image_encoder': {'backbone': {'k': jnp.zeros(3)}, 'emb_cnn_code': {'b': jnp.zeros(2)}}}
+            'image_encoder': {'backbone': {'k': jnp.zeros(3)},
+                              'emb_cnn_code': {'b': jnp.zeros(2)}}}
   tx = dt.create_optimizer(config, steps_per_epoch=5)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_array_equal(updates['image_encoder']['backbone']['k'], 0.0)
   lr = config.damsm.learning_rate
   # First Adam step: -lr * g / (|g| + 1e-8) = -lr.
-  np.testing.assert_allclose(updates['image_encoder']['emb_cnn_code']['b'], -lr, rtol=1e-5)
+  head = updates['image_encoder']['emb_cnn_code']['b']
+  np.testing.assert_allclose(head, -lr, rtol=1e-5)
   np.testing.assert_allclose(updates['text_encoder']['w'], -lr, rtol=1e-5)

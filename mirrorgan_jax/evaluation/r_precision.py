@@ -43,7 +43,8 @@ def _check_1d(name: str, x: np.ndarray, n: int) -> None:
     raise ValueError(f'{name} must be [{n}], got shape {x.shape}')
 
 
-def eligible_counts(pool_class_ids: np.ndarray, image_class_ids: np.ndarray) -> np.ndarray:
+def eligible_counts(pool_class_ids: np.ndarray,
+                    image_class_ids: np.ndarray) -> np.ndarray:
   """Pool entries of another class than each image's.
 
   Args:

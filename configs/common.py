@@ -70,6 +70,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- losses
   c.loss = ml_collections.ConfigDict()
   c.loss.stream_weight = 20.0  # lambda on L_stream (paper 20; ref yaml 10).
+  c.loss.stream_end_token = True  # STREAM also predicts <end> after the caption (ref: never).
   c.loss.kl_weight = 1.0  # Weight of the conditioning-augmentation KL (ref 1; not in paper).
   c.loss.d_mismatch_term = True  # D also scores real images with wrong captions (ref; not in paper Eq. 10).
   c.loss.gamma1 = 4.0  # DAMSM region-attention temperature (ref 4).
@@ -114,6 +115,20 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.num_samples = 30_000  # Images generated for IS / FID / R-precision (field protocol).
   c.eval.batch_size = 50  # Batch for evaluation forward passes.
+  c.eval.inception_path = ''  # Converted Inception-v3 artifact for IS/FID ('' = skip them).
+  c.eval.inception_random_weights = False  # Random Inception (tests only: numbers mean nothing).
+  c.eval.fid_reference_path = ''  # Cached real-image statistics ('' = <workdir>/eval/).
+  c.eval.is_splits = 10  # Inception Score splits (field protocol 10).
+  c.eval.r_precision_folds = 10  # R-precision folds for mean +- std (AttnGAN 10).
+  c.eval.r_precision_mismatched = 99  # Mismatched captions per image (AttnGAN 99).
+
+  # Oracle classifier of captioned_shapes (ground-truth semantic accuracy).
+  c.oracle = ml_collections.ConfigDict()
+  c.oracle.image_size = 64  # Images are resized to this side before the oracle.
+  c.oracle.features = (32, 64, 128)  # Widths of its conv blocks.
+  c.oracle.batch_size = 64  # Training batch.
+  c.oracle.num_epochs = 2  # Training epochs over the real train split.
+  c.oracle.learning_rate = 1e-3  # Adam learning rate.
   return c
 
 
@@ -166,3 +181,10 @@ def apply_smoke(c: ml_collections.ConfigDict) -> None:
   c.train.checkpoint_every_steps = 2
   c.eval.num_samples = 16
   c.eval.batch_size = 8
+  c.eval.is_splits = 2
+  c.eval.r_precision_folds = 2
+  c.eval.r_precision_mismatched = 7
+  c.oracle.image_size = 32
+  c.oracle.features = (8, 16)
+  c.oracle.batch_size = 16
+  c.oracle.num_epochs = 1

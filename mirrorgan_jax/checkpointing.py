@@ -35,7 +35,9 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True,
-            enable_async_checkpointing=asynchronous))
+            enable_async_checkpointing=asynchronous),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -45,6 +47,10 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         meta=ocp.args.JsonSave(meta or {})), force=True)
+
+  def state_metadata(self, step: int) -> Any:
+    """The saved state's tree of array metadata (`.shape`, `.dtype`) at `step`."""
+    return self.manager.item_metadata(step)['state'].tree
 
   def restore(self, abstract_state: Any) -> tuple[Any, dict, int] | None:
     """Restores the newest loadable checkpoint.

@@ -334,34 +334,6 @@ def _eval_step(models, loss_config, key, variables, batch):
           'pool': pool.reshape(b, n, -1), 'attention': maps}
 
 
-def attention_grid(images: np.ndarray, maps: np.ndarray, lengths: np.ndarray,
-                   max_words: int) -> np.ndarray:
-  """One row per image: the image, then its attention map over each word.
-
-  Args:
-    images: uint8 [n, S, S, 3].
-    maps: word-attention maps [n, T, h, w] (attention over regions per word).
-    lengths: [n] caption lengths; cells past a caption's end stay white.
-    max_words: columns of maps shown.
-  Returns:
-    uint8 grid (see `image_grid.tile`); each map is min-max normalised (a
-    uniform map shows nothing) and drawn in red over the image.
-  """
-  n, size = images.shape[0], images.shape[1]
-  cols = min(max_words, maps.shape[1])
-  heat = np.asarray(jax.image.resize(jnp.asarray(maps[:, :cols], jnp.float32),
-                                     (n, cols, size, size), 'bilinear'))
-  low = heat.min(axis=(2, 3), keepdims=True)
-  heat = (heat - low) / np.maximum(heat.max(axis=(2, 3), keepdims=True) - low, 1e-12)
-  base = images[:, None].astype(np.float32)
-  overlay = base * (1.0 - 0.7 * heat[..., None]) + 0.7 * heat[..., None] * np.array(
-      [255.0, 40.0, 0.0])
-  overlay = np.where((np.arange(cols)[None, :] < lengths[:, None])[..., None, None, None],
-                     overlay, 255.0)
-  cells = np.concatenate([base, overlay], axis=1)
-  return image_grid.tile(np.clip(np.rint(cells), 0, 255).astype(np.uint8))
-
-
 class Evaluator:
   """Test-split DAMSM losses, R-precision of real images and attention maps."""
 
@@ -449,7 +421,7 @@ class Evaluator:
     logging.info('DAMSM eval at step %d: %s', step,
                  ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
     writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
-    grid = attention_grid(sample['images'], sample['attention'], sample['caption_len'],
+    grid = image_grid.attention_grid(sample['images'], sample['attention'], sample['caption_len'],
                           self.config.data.words_num)
     captions = [f'{i}: {self.vocab.decode(ids)}'
                 for i, ids in enumerate(sample['caption_ids'])]

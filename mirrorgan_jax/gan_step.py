@@ -202,10 +202,12 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
       adv.append(losses.generator_adversarial_loss(uncond, cond))
       aux[f'g_adv/{name}'] = adv[-1]
     with jax.named_scope('STREAM'):
-      logits = models.captioner.apply(frozen.captioner, images[-1], ids, lengths,
+      targets = losses.caption_target_lengths(lengths, ids.shape[1],
+                                              config.loss.stream_end_token)
+      logits = models.captioner.apply(frozen.captioner, images[-1], ids, targets,
                                       train=False)
-      caption_ce = losses.caption_loss(logits, ids, lengths)
-      caption_ce = caption_ce * _token_mean_weight(lengths, axis_name)
+      caption_ce = losses.caption_loss(logits, ids, targets)
+      caption_ce = caption_ce * _token_mean_weight(targets, axis_name)
     total, g_aux = losses.generator_loss(
         adv, caption_ce, losses.kl_loss(mu, logvar), config.loss.stream_weight,
         config.loss.kl_weight)

@@ -336,6 +336,20 @@ def caption_loss(
   return jnp.mean(jnp.sum(nll, axis=1))
 
 
+def caption_target_lengths(lengths: jax.Array, max_len: int,
+                           end_token: bool) -> jax.Array:
+  """Caption positions scored by the STREAM loss.
+
+  With `end_token`, each caption also gets the target <end> (id 0, the padding
+  right after its last word) when it fits in `max_len`, so the captioner learns
+  where to stop and redescriptions end by themselves. The reference never
+  scores <end> (its decoder always runs to the maximum length); ours does when
+  `config.loss.stream_end_token`, in STREAM pretraining and in the GAN loss alike.
+  """
+  lengths = jnp.asarray(lengths)
+  return jnp.minimum(lengths + 1, max_len) if end_token else lengths
+
+
 def generator_loss(
     adv_losses: Sequence[jax.Array],
     caption_ce: jax.Array,

@@ -158,8 +158,9 @@ def token_accuracy(logits: jax.Array, targets: jax.Array,
   return correct / jnp.maximum(count, 1.0)
 
 
-def _train_step(model, tx, frozen_backbone, key, state: StreamState, batch):
-  images, ids, lengths = batch[key], batch['caption_ids'], batch['caption_len']
+def _train_step(model, tx, frozen_backbone, key, end_token, state: StreamState, batch):
+  images, ids = batch[key], batch['caption_ids']
+  lengths = losses.caption_target_lengths(batch['caption_len'], ids.shape[1], end_token)
 
   def loss_fn(params):
     logits, stats = train_forward(
@@ -199,7 +200,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: captioner_lib.Capt
     model = model.clone(freeze_backbone=True)
   key = image_key(config)
   rep = parallel.replicated(mesh)
-  step = jax.jit(functools.partial(_train_step, model, tx, frozen, key),
+  step = jax.jit(functools.partial(_train_step, model, tx, frozen, key,
+                                   config.loss.stream_end_token),
                  in_shardings=(rep, parallel.batch_sharded(mesh)),
                  out_shardings=(rep, rep), donate_argnums=0)
 
@@ -269,10 +271,11 @@ def create_state(variables: Any, tx: optax.GradientTransformation) -> StreamStat
                      opt_state=tx.init(variables['params']))
 
 
-def _eval_step(model, key, max_len, beam_size, variables, batch):
+def _eval_step(model, key, max_len, beam_size, end_token, variables, batch):
   """Teacher-forced counts and decoded ids of one (padded) eval batch."""
   images, ids = batch[key], batch['caption_ids']
-  lengths = jnp.where(batch['mask'], batch['caption_len'], 0)  # Padding rows: no token.
+  lengths = losses.caption_target_lengths(batch['caption_len'], ids.shape[1], end_token)
+  lengths = jnp.where(batch['mask'], lengths, 0)  # Padding rows: no token.
   logits = model.apply(variables, images, ids, lengths, train=False)
   correct, count = _token_counts(logits, ids, lengths)
   out = {'loss_sum': losses.caption_loss(logits, ids, lengths) * count,
@@ -309,7 +312,8 @@ class Evaluator:
     rep = parallel.replicated(self.mesh)
     # Outputs replicated: every process gets the global batch for BLEU.
     self.step = jax.jit(
-        functools.partial(_eval_step, model, self.key, c.max_decode_len, c.beam_size),
+        functools.partial(_eval_step, model, self.key, c.max_decode_len, c.beam_size,
+                          config.loss.stream_end_token),
         in_shardings=(rep, parallel.batch_sharded(self.mesh)), out_shardings=rep)
     self.last: dict[str, float] | None = None  # Scalars of the latest evaluation.
 

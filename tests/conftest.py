@@ -6,6 +6,9 @@ import pathlib
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')  # Tests never use a GPU.
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# XLA's CPU optimisation passes dominate the suite's time (tiny models, few steps);
+# the environment variable also reaches the tests' subprocesses.
+os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
 
 import pytest  # pylint: disable=g-import-not-at-top
 

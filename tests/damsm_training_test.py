@@ -21,15 +21,6 @@ from mirrorgan_jax.models import factory
 BATCH = 16  # 96 train images -> 6 steps per epoch; 32 test images -> 2 eval batches.
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fast_compiles():
-  """XLA optimisations cost far more compile time than these tiny programs gain."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
-
-
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
   config = shapes.get_config('smoke')

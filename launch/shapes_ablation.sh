@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The paper's central claim on ground truth: MirrorGAN on captioned_shapes with
+# lambda (STREAM weight) = 0 and 20, several seeds, the same GAN budget, all
+# against the SAME frozen DAMSM, STREAM and oracle of one base run.
+#
+#   launch/shapes_ablation.sh BASE_WORKDIR OUT_DIR [SEEDS] [EXTRA main.py flags...]
+#   e.g. launch/shapes_ablation.sh runs/shapes runs/ablation "0 1 2" --config.train.num_epochs=1
+#
+# BASE_WORKDIR is a finished `make run` (it holds damsm/artifact, stream/artifact,
+# oracle/artifact and vocab.json). Each arm trains the GAN phase from scratch in
+# OUT_DIR/lambda<L>_seed<S> and evaluates it (`--mode eval`); the table is written
+# to OUT_DIR/ablation.md by `python -m mirrorgan_jax.evaluation.ablation_table`.
+# Set ARMS to choose the arms (default "lambda0 lambda20"; "lambda20_wordonly"
+# trains without sentence-level attention).
+set -euo pipefail
+if [[ $# -lt 2 ]]; then
+  sed -n '2,14p' "$0"; exit 2
+fi
+BASE=$1; OUT=$2; SEEDS=${3:-"0 1 2"}; shift $(( $# >= 3 ? 3 : 2 ))
+ARMS=${ARMS:-"lambda0 lambda20"}
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+for artifact in damsm/artifact stream/artifact oracle/artifact; do
+  if [[ ! -d "$BASE/$artifact" ]]; then
+    echo "missing $BASE/$artifact: run 'make run' (or --mode all) on $BASE first" >&2
+    exit 1
+  fi
+done
+for arm in $ARMS; do
+  case $arm in
+    lambda0) flags=(--config.loss.stream_weight=0) ;;
+    lambda20) flags=(--config.loss.stream_weight=20) ;;
+    lambda20_wordonly) flags=(--config.loss.stream_weight=20 --config.model.generator.glam=word_only) ;;
+    *) echo "unknown arm $arm" >&2; exit 2 ;;
+  esac
+  for seed in $SEEDS; do
+    dir="$OUT/${arm}_seed${seed}"
+    mkdir -p "$dir/damsm" "$dir/stream" "$dir/oracle"
+    for artifact in damsm/artifact stream/artifact oracle/artifact; do
+      [[ -d "$dir/$artifact" ]] || cp -r "$BASE/$artifact" "$dir/$artifact"
+    done
+    cp "$BASE/vocab.json" "$dir/vocab.json"
+    for mode in gan eval; do
+      echo "== $arm seed $seed: $mode ($(date +%T))"
+      "$PY" -m mirrorgan_jax.main --config=configs/shapes.py --workdir="$dir" --mode=$mode \
+        --config.seed="$seed" "${flags[@]}" "$@"
+    done
+  done
+done
+"$PY" -m mirrorgan_jax.evaluation.ablation_table --out="$OUT/ablation.md" "$OUT"/*_seed*

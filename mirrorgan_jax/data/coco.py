@@ -14,7 +14,6 @@ import dataclasses
 import json
 
 from etils import epath
-import numpy as np
 import tensorflow_datasets as tfds
 
 from mirrorgan_jax.data import cub
@@ -104,12 +103,7 @@ class Coco2014Captions(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'captions': tfds.features.Sequence(tfds.features.Text()),
-            'class_id': np.int64,  # The COCO image id.
-            'key': tfds.features.Text(),  # File stem, COCO_train2014_000000000009.
-        }),
+        features=cub.captioned_image_features(),  # class_id: the COCO image id.
         homepage='https://cocodataset.org',
         citation='Lin et al., Microsoft COCO: Common Objects in Context, ECCV 2014.',
     )

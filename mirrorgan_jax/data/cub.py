@@ -241,6 +241,20 @@ def _cropped_jpeg(record: _Record) -> bytes:
   return out.getvalue()
 
 
+def captioned_image_features() -> tfds.features.FeaturesDict:
+  """Features of the real captioned-image datasets (CUB, COCO).
+
+  `class_id` groups images for DAMSM negatives (CUB class, COCO image id);
+  `key` names the source file.
+  """
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
+      'captions': tfds.features.Sequence(tfds.features.Text()),
+      'class_id': np.int64,
+      'key': tfds.features.Text(),
+  })
+
+
 class Cub(tfds.core.GeneratorBasedBuilder):
   """CUB-200-2011 with 10 Reed et al. captions per image, bounding-box cropped."""
 
@@ -253,12 +267,7 @@ class Cub(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'captions': tfds.features.Sequence(tfds.features.Text()),
-            'class_id': np.int64,  # CUB class number 1..200.
-            'key': tfds.features.Text(),  # <class_dir>/<name>
-        }),
+        features=captioned_image_features(),  # class_id: CUB class 1..200.
         homepage='https://www.vision.caltech.edu/datasets/cub_200_2011/',
         citation=('Wah et al., The Caltech-UCSD Birds-200-2011 Dataset, 2011; Reed et '
                   'al., Learning Deep Representations of Fine-Grained Visual '

@@ -49,6 +49,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from mirrorgan_jax import artifact_check
 from mirrorgan_jax import checkpointing
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import losses
@@ -469,18 +470,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
                  config.model.image_encoder.train_backbone else 'frozen', overview)
     writer.write_texts(0, {'parameters': f'```\n{overview}\n```'})
 
-  phase = training_loop.Phase(
-      name='damsm', num_steps=num_steps, init_state=init_state, train_step=train_step,
+  state, final = training_loop.run_pretraining(
+      'damsm', config, workdir, num_steps=num_steps,
+      steps_per_epoch=info.steps_per_epoch, init_state=init_state, train_step=train_step,
       batches=lambda start: input_pipeline.create_datasets(
           config, vocab, start_step=start, batch_size=batch_size)[0],
-      evaluate=evaluator, eval_every=info.steps_per_epoch,
-      log_every=config.train.log_every_steps,
-      checkpoint_every=config.train.checkpoint_every_steps,
-      keep_checkpoints=config.train.keep_checkpoints, on_start=on_start)
-  state = training_loop.run(phase, workdir)
-  final = evaluator.last
-  if final is None:  # Resumed after the last step: the loop evaluated nothing.
-    final, _ = evaluator.compute(state)
+      evaluator=evaluator, on_start=on_start)
   meta = {'phase': 'damsm', 'source': 'trained', 'vocab_size': len(vocab),
           'model': {TEXT: config.model.text_encoder.to_dict(),
                     IMAGE: config.model.image_encoder.to_dict()},
@@ -495,29 +490,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
 
 
 # ----------------------------------------------------------------- loading
-def _comparable(value: Any) -> Any:
-  return list(value) if isinstance(value, (list, tuple)) else value
-
-
 def check_config(meta: dict, config: ml_collections.ConfigDict, path: Any) -> None:
   """Raises ValueError naming every architecture field where `meta` and config differ."""
-  recorded = meta.get('model') or {}
-  diffs = []
-  for net, fields in ARCHITECTURE_FIELDS.items():
-    if not isinstance(recorded.get(net), dict):
-      raise ValueError(f'{path}/meta.json records no model.{net} config; it is not a '
-                       'DAMSM artifact')
-    want = config.model[net]
-    for f in fields:
-      if f == 'small_cnn_features' and want.get('backbone') != 'small_cnn':
-        continue
-      if _comparable(recorded[net].get(f)) != _comparable(want[f]):
-        diffs.append(f'model.{net}.{f}: artifact {recorded[net].get(f)!r}, '
-                     f'config {want[f]!r}')
-  if diffs:
-    raise ValueError(f'the DAMSM artifact {path} was built with other encoders than the '
-                     'config: ' + '; '.join(diffs) + ". Set these config fields to the "
-                     "artifact's values or retrain DAMSM.")
+  artifact_check.check_architecture(meta, config, ARCHITECTURE_FIELDS, path, 'DAMSM')
 
 
 def load_encoders(path: epath.Path | str, config: ml_collections.ConfigDict | None = None

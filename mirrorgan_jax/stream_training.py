@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from mirrorgan_jax import artifact_check
 from mirrorgan_jax import checkpointing
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import losses
@@ -418,18 +419,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
                  'frozen' if backbone_frozen(config) else 'trained', overview)
     writer.write_texts(0, {'parameters': f'```\n{overview}\n```'})
 
-  phase = training_loop.Phase(
-      name='stream', num_steps=num_steps, init_state=init_state, train_step=train_step,
+  state, final = training_loop.run_pretraining(
+      'stream', config, workdir, num_steps=num_steps,
+      steps_per_epoch=info.steps_per_epoch, init_state=init_state, train_step=train_step,
       batches=lambda start: input_pipeline.create_datasets(
           config, vocab, start_step=start, batch_size=batch_size)[0],
-      evaluate=evaluator, eval_every=info.steps_per_epoch,
-      log_every=config.train.log_every_steps,
-      checkpoint_every=config.train.checkpoint_every_steps,
-      keep_checkpoints=config.train.keep_checkpoints, on_start=on_start)
-  state = training_loop.run(phase, workdir)
-  final = evaluator.last
-  if final is None:  # Resumed after the last step: the loop evaluated nothing.
-    final, _ = evaluator.compute(state)
+      evaluator=evaluator, on_start=on_start)
   meta = {'phase': 'stream', 'source': 'trained', 'vocab_size': len(vocab),
           'model': {'captioner': config.model.captioner.to_dict()},
           'steps': num_steps, 'batch_size': batch_size,
@@ -442,26 +437,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   return artifact_dir(workdir)
 
 
-def _comparable(value: Any) -> Any:
-  return list(value) if isinstance(value, (list, tuple)) else value
-
-
 def check_config(meta: dict, config: ml_collections.ConfigDict, path: Any) -> None:
   """Raises ValueError naming every architecture field where `meta` and config differ."""
-  recorded = (meta.get('model') or {}).get(ARTIFACT_KEY)
-  if not isinstance(recorded, dict):
-    raise ValueError(f'{path}/meta.json records no model.captioner config; it is not a '
-                     'STREAM artifact')
-  want = config.model.captioner
-  fields = [f for f in ARCHITECTURE_FIELDS
-            if f != 'small_cnn_features' or want.backbone == 'small_cnn']
-  diffs = [f'model.captioner.{f}: artifact {recorded.get(f)!r}, config {want[f]!r}'
-           for f in fields if _comparable(recorded.get(f)) != _comparable(want[f])]
-  if diffs:
-    raise ValueError(
-        f'the STREAM artifact {path} was built with another captioner than the '
-        'config: ' + '; '.join(diffs) + ". Set these config fields to the artifact's "
-        'values or retrain STREAM.')
+  artifact_check.check_architecture(meta, config, {ARTIFACT_KEY: ARCHITECTURE_FIELDS},
+                                    path, 'STREAM')
 
 
 def load_captioner(path: epath.Path | str, config: ml_collections.ConfigDict | None = None

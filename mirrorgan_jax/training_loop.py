@@ -181,3 +181,35 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
   logging.info('%s: %d steps in %.1f s.', phase.name, phase.num_steps - start,
                time.time() - t0)
   return state
+
+
+def run_pretraining(name: str, config, workdir: epath.Path | str, *, num_steps: int,
+                    steps_per_epoch: int, init_state: Callable[[], State],
+                    train_step: Callable[[State, Batch], tuple[State, Metrics]],
+                    batches: Callable[[int], Iterator[Batch]], evaluator: Any,
+                    on_start: Callable[[State, Any], None] | None = None
+                    ) -> tuple[State, dict[str, float]]:
+  """Runs a pretraining phase (DAMSM, STREAM, oracle) evaluated once per epoch.
+
+  Args:
+    name: the phase name (workdir sub-directory).
+    config: experiment config (`train` cadences of logs and checkpoints).
+    workdir: run directory.
+    num_steps, steps_per_epoch, init_state, train_step, batches, on_start: as
+      in `Phase`.
+    evaluator: called as `Phase.evaluate`; has `.last` (the scalars of its
+      latest evaluation, or None) and `.compute(state) -> (scalars, extras)`.
+  Returns:
+    (final state, scalars of the final evaluation).
+  """
+  phase = Phase(
+      name=name, num_steps=num_steps, init_state=init_state, train_step=train_step,
+      batches=batches, evaluate=evaluator, eval_every=steps_per_epoch,
+      log_every=config.train.log_every_steps,
+      checkpoint_every=config.train.checkpoint_every_steps,
+      keep_checkpoints=config.train.keep_checkpoints, on_start=on_start)
+  state = run(phase, workdir)
+  final = evaluator.last
+  if final is None:  # Resumed after the last step: the loop evaluated nothing.
+    final, _ = evaluator.compute(state)
+  return state, final

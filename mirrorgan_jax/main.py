@@ -2,9 +2,15 @@ r"""MirrorGAN-JAX entry point.
 
   python -m mirrorgan_jax.main --config configs/coco.py --workdir DIR [--mode all]
 
-Modes: `damsm` (pretrain STEM), `stream` (pretrain the captioner), `gan` (train
-MirrorGAN with both frozen) and `all` (the three in order; a pretraining phase
-whose artifact exists is skipped, the GAN phase resumes from its checkpoints).
+Modes: `damsm` (pretrain STEM), `stream` (pretrain the captioner), `oracle`
+(train the attribute classifier of captioned_shapes; that dataset only), `gan`
+(train MirrorGAN with both frozen), `eval` (IS, FID, R-precision, BLEU and, on
+captioned_shapes, oracle accuracy of the newest GAN checkpoint into
+`<workdir>/eval`) and `all`: damsm -> stream -> oracle (captioned_shapes only)
+-> gan -> eval. In `all`, a pretraining phase or oracle whose artifact exists is
+skipped, the GAN phase resumes from its checkpoints, and eval is skipped when
+`eval/results.json` already scores the newest checkpoint (`--mode eval` always
+evaluates).
 `--config` takes the ml_collections syntax (`configs/cub.py:smoke`,
 `--config.train.batch_size=8`). Multi-host: `--distributed` (or
 MIRRORGAN_DISTRIBUTED=1) calls `jax.distributed.initialize()`.
@@ -24,14 +30,17 @@ import tensorflow as tf
 from mirrorgan_jax import checkpointing
 from mirrorgan_jax import damsm_training
 from mirrorgan_jax import gan_training
+from mirrorgan_jax import oracle_training
 from mirrorgan_jax import stream_training
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.evaluation import evaluator
 
+MODES = ('all', 'damsm', 'stream', 'oracle', 'gan', 'eval')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory (local or gs://).')
-_MODE = flags.DEFINE_enum('mode', 'all', ['all', 'damsm', 'stream', 'gan'], 'What to run.')
+_MODE = flags.DEFINE_enum('mode', 'all', list(MODES), 'What to run.')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', os.environ.get('MIRRORGAN_DISTRIBUTED', '') == '1',
     'Call jax.distributed.initialize() (multi-host GPU / TPU pods).')
@@ -45,6 +54,7 @@ _PROFILER_PORT = flags.DEFINE_integer(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 VOCAB_FILE = 'vocab.json'
+ORACLE_DATASET = 'captioned_shapes'  # The only dataset with ground-truth attributes.
 
 
 def resolve_vocabulary(config, workdir: epath.Path) -> vocab_lib.Vocabulary:
@@ -65,7 +75,14 @@ def resolve_vocabulary(config, workdir: epath.Path) -> vocab_lib.Vocabulary:
 
 
 def run(config, workdir: epath.Path, mode: str) -> None:
-  """Runs the phases of `mode` in order."""
+  """Runs the phases of `mode` in order (see the module docstring)."""
+  if mode not in MODES:
+    raise ValueError(f'unknown mode {mode!r}; choose one of {", ".join(MODES)}')
+  has_oracle = config.data.name == ORACLE_DATASET
+  if mode == 'oracle' and not has_oracle:
+    raise ValueError(f'--mode oracle needs data.name {ORACLE_DATASET!r} (the oracle '
+                     'learns its ground-truth attribute labels); this config has '
+                     f'{config.data.name!r}')
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
@@ -79,8 +96,20 @@ def run(config, workdir: epath.Path, mode: str) -> None:
       logging.info('%s: artifact exists at %s, skipping.', name, phase.artifact_dir(workdir))
       continue
     phase.train_and_evaluate(config, workdir, vocab)
+  if mode in ('oracle', 'all') and has_oracle:
+    path = oracle_training.artifact_dir(workdir)
+    if mode == 'all' and checkpointing.artifact_exists(path, require_vocab=False):
+      logging.info('oracle: artifact exists at %s, skipping.', path)
+    else:
+      oracle_training.train_and_evaluate(config, workdir)
   if mode in ('gan', 'all'):
     gan_training.train_and_evaluate(config, workdir, vocab)
+  if mode in ('eval', 'all'):
+    if mode == 'all' and evaluator.results_current(workdir):
+      logging.info('eval: %s scores the newest checkpoint, skipping.',
+                   evaluator.eval_dir(workdir) / evaluator.RESULTS_FILE)
+    else:
+      evaluator.evaluate(config, workdir)
 
 
 def main(argv):

@@ -1,0 +1,613 @@
+"""`--mode eval`: IS, FID, R-precision, STREAM BLEU and oracle accuracy of a trained run.
+
+`evaluate(config, workdir)` loads the run (`trained_model.load`: EMA generator
+of the newest GAN checkpoint, frozen DAMSM encoders and STREAM captioner) and
+scores the final-stage images it generates.
+
+Generation protocol (field practice, spec 8.1): sample k shows eval image
+k % M (M eval images in TFDS file order) with its caption (k // M) % N, for
+k < `eval.num_samples` (30,000 for CUB/COCO: every test caption once, then
+again from caption 0). Its noise comes from `fold_in(key(config.seed), k)`, so
+it does not depend on the batching. Batches of `eval.batch_size` (the last one
+padded and masked) run one compiled program: G in inference mode, the DAMSM
+image code and the greedy STREAM redescription.
+
+Metrics (`results.json` keys):
+- `inception_score`, `fid`: with the Inception-v3 artifact `eval.inception_path`
+  on 8-bit quantised images (papers score saved PNGs); IS over `eval.is_splits`
+  splits after a seeded shuffle; FID against the real eval images (each once,
+  at the final stage size), whose statistics are cached (`eval.fid_reference_path`,
+  default `<workdir>/eval/fid_reference.npz`) under a fingerprint of extractor
+  and data, checked before generating. `eval.inception_random_weights`: random
+  weights at 75 px (tests, smoke runs; `inception.note` says the numbers mean
+  nothing). Neither: both null, the reason in `inception.note`.
+- `r_precision`: AttnGAN protocol (`evaluation.r_precision`), DAMSM code of each
+  sample against its caption and `eval.r_precision_mismatched` captions of other
+  classes from all eval captions (fewer if the split lacks them, logged),
+  top-1/2/3 mean and std over `eval.r_precision_folds` folds; `real`: the same
+  with each sample's real image (the encoders' ceiling, same draws).
+- `bleu4`: corpus BLEU-4 (token ids) of greedy redescriptions against all
+  captions of the sample's eval image; `real`: of the real eval images.
+- `oracle` (captioned_shapes only): per-attribute accuracy on the samples, an
+  attribute scored iff the sample's caption mentions it (`oracle_training`);
+  the same on the real images with the same captions; the oracle's real-test
+  accuracy from its artifact; and `oracle_fid`, an FID in the oracle's feature
+  space (samples vs real eval images; needs no Inception weights).
+
+Outputs under `<workdir>/eval/`: `results.json`, TensorBoard scalars at the
+checkpoint's step, redescriptions and a sample grid (also `samples_<step>.png`
+and `.txt`). Runs on one device of process 0; other processes return None.
+"""
+
+import functools
+import json
+import math
+import time
+from typing import Any, Iterable, Iterator, NamedTuple
+
+from absl import logging
+from clu import metric_writers
+from etils import epath
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mirrorgan_jax import checkpointing
+from mirrorgan_jax import image_grid
+from mirrorgan_jax import oracle_training
+from mirrorgan_jax import sampling
+from mirrorgan_jax import trained_model
+from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.data import preprocessing
+from mirrorgan_jax.evaluation import bleu
+from mirrorgan_jax.evaluation import fid
+from mirrorgan_jax.evaluation import inception_metrics
+from mirrorgan_jax.evaluation import inception_score
+from mirrorgan_jax.evaluation import r_precision
+from mirrorgan_jax.models import captioner as captioner_lib
+
+RESULTS_FILE = 'results.json'
+REFERENCE_FILE = 'fid_reference.npz'  # Default FID cache under <workdir>/eval.
+RANDOM_INCEPTION_SIZE = 75  # Random weights: the smallest input Inception-v3 takes.
+NUM_SHOWN = 16  # Samples in the grid and the redescription text.
+GRID_COLUMNS = 8
+_LOG_EVERY_SECONDS = 30.0
+
+
+def eval_dir(workdir: epath.PathLike) -> epath.Path:
+  """`<workdir>/eval`: results, TensorBoard events, sample files, FID cache."""
+  return epath.Path(workdir) / 'eval'
+
+
+def read_results(workdir: epath.PathLike) -> dict | None:
+  """The workdir's `eval/results.json`, or None when there is none."""
+  path = eval_dir(workdir) / RESULTS_FILE
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def results_current(workdir: epath.PathLike) -> bool:
+  """Whether results.json scores the newest GAN checkpoint (`--mode all` skips then)."""
+  results = read_results(workdir)
+  directory = epath.Path(workdir) / 'gan' / 'checkpoints'
+  if results is None or not directory.exists():
+    return False
+  ckpt = checkpointing.Checkpointer(directory, asynchronous=False)
+  try:
+    return results.get('step') == ckpt.latest_step()
+  finally:
+    ckpt.close()
+
+
+# ------------------------------------------------------------------ protocol
+class SamplePlan(NamedTuple):
+  """Attributes: image_index [S] and caption_index [S] (int64) of each sample."""
+  image_index: np.ndarray
+  caption_index: np.ndarray
+
+
+def sample_plan(num_images: int, captions_per_image: int, num_samples: int) -> SamplePlan:
+  """Sample k: eval image k % M with its caption (k // M) % N."""
+  for name, value in (('num_images', num_images), ('num_samples', num_samples),
+                      ('captions_per_image', captions_per_image)):
+    if value < 1:
+      raise ValueError(f'{name} must be >= 1, got {value}')
+  k = np.arange(num_samples)
+  return SamplePlan(k % num_images, (k // num_images) % captions_per_image)
+
+
+def plan_batches(num_samples: int, batch_size: int
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """(sample ids [B], mask [B]) batches; the last is padded with ids >= num_samples."""
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+  for start in range(0, num_samples, batch_size):
+    ids = np.arange(start, start + batch_size)
+    yield ids, ids < num_samples
+
+
+def sample_noise(key: jax.Array, sample_ids: jax.Array, dim: int) -> jax.Array:
+  """N(0, I) rows [B, dim]; row b depends only on (key, sample_ids[b])."""
+  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (dim,)))(
+      sample_ids)
+
+
+# ------------------------------------------------------------------ compiled steps
+_NETS = ('text_encoder', 'image_encoder', 'captioner', 'max_len')
+
+
+@functools.partial(jax.jit, static_argnames=_NETS)
+def _real_step(variables, images, caption_ids, caption_len, *, text_encoder,
+               image_encoder, captioner, max_len):
+  """DAMSM codes of images [B, D] and of all their captions [B, N, D]; redescriptions."""
+  _, code = image_encoder.apply(variables['image_encoder'], images)
+  b, n, t = caption_ids.shape
+  _, sentences = text_encoder.apply(variables['text_encoder'],
+                                    caption_ids.reshape(b * n, t),
+                                    jnp.maximum(caption_len.reshape(b * n), 1))
+  ids, lengths = captioner_lib.greedy_decode(captioner, variables['captioner'], images,
+                                             max_len)
+  return code, sentences.reshape(b, n, -1), ids, lengths
+
+
+@functools.partial(jax.jit, static_argnames=('generator',) + _NETS)
+def _generated_step(variables, caption_ids, caption_len, sample_ids, key, *, generator,
+                    text_encoder, image_encoder, captioner, max_len):
+  """Final-stage samples [B, S, S, 3] float32, their DAMSM codes and redescriptions."""
+  z_key, eps_key = jax.random.split(key)
+  out = sampling.generate(generator, text_encoder, variables['generator'],
+                          variables['text_encoder'], caption_ids, caption_len,
+                          sample_noise(z_key, sample_ids, generator.z_dim),
+                          sample_noise(eps_key, sample_ids, generator.condition_dim))
+  images = out['images'][-1].astype(jnp.float32)
+  _, code = image_encoder.apply(variables['image_encoder'], images)
+  ids, lengths = captioner_lib.greedy_decode(captioner, variables['captioner'], images,
+                                             max_len)
+  return images, code, ids, lengths
+
+
+def _words(ids: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+  return [[int(t) for t in row[:n]] for row, n in zip(ids, lengths)]
+
+
+def _nets(models) -> dict[str, Any]:
+  return {'text_encoder': models.text_encoder, 'image_encoder': models.image_encoder,
+          'captioner': models.captioner}
+
+
+def network_variables(model: trained_model.TrainedModel) -> dict[str, Any]:
+  """The variables the compiled steps take, on the default device."""
+  return jax.device_put({'generator': model.g_variables,
+                         'text_encoder': model.frozen.text_encoder,
+                         'image_encoder': model.image_encoder,
+                         'captioner': model.frozen.captioner})
+
+
+# ------------------------------------------------------------------ metric glue
+def r_precision_scores(image_codes: np.ndarray, plan: SamplePlan,
+                       caption_codes: np.ndarray, caption_len: np.ndarray,
+                       class_ids: np.ndarray, *, num_mismatched: int, num_folds: int,
+                       seed: int) -> dict[str, float] | None:
+  """R-precision of samples against their captions; mismatched ones from all captions.
+
+  Args:
+    image_codes: DAMSM codes of the samples [S, D].
+    plan: eval image and caption of each sample.
+    caption_codes: sentence codes of every eval caption [M, N, D].
+    caption_len: [M, N]; captions of length 0 do not exist (not in the pool).
+    class_ids: [M] class of each eval image (mismatches are of other classes).
+    num_mismatched: wanted per sample; fewer when the pool lacks them (logged).
+    num_folds: folds for mean and std.
+    seed: draws and fold shuffling.
+  Returns:
+    `r_precision.r_precision`'s dict plus 'num_mismatched'; None when no
+    caption of another class exists.
+  """
+  valid = np.asarray(caption_len) > 0
+  pool = np.asarray(caption_codes)[valid]
+  pool_classes = np.repeat(np.asarray(class_ids), valid.sum(axis=1))
+  image_classes = np.asarray(class_ids)[plan.image_index]
+  available = int(r_precision.eligible_counts(pool_classes, image_classes).min())
+  num = min(num_mismatched, available)
+  if num < num_mismatched:
+    logging.warning('R-precision: a sample has only %d eval captions of another class; '
+                    'using %d mismatched captions instead of %d.', available, num,
+                    num_mismatched)
+  if num < 1:
+    return None
+  true = np.asarray(caption_codes)[plan.image_index, plan.caption_index]
+  out = r_precision.r_precision(image_codes, true, pool, pool_classes, image_classes,
+                                np.random.default_rng(seed), num_mismatched=num,
+                                num_folds=num_folds)
+  return {**out, 'num_mismatched': num}
+
+
+def oracle_scores(predictions: dict[str, np.ndarray],
+                  records: oracle_training.TestRecords,
+                  plan: SamplePlan) -> dict[str, tuple[float, int]]:
+  """{attribute: (accuracy, n)} of per-sample predictions [S], scored iff mentioned."""
+  captions = [records.captions[j][c]
+              for j, c in zip(plan.image_index, plan.caption_index)]
+  mask = oracle_training.mention_mask(captions, records.num_objects[plan.image_index])
+  labels = {a: v[plan.image_index] for a, v in records.labels.items()}
+  return oracle_training.accuracy(predictions, labels, mask)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+  return value if value is not None and math.isfinite(value) else None
+
+
+def flat_scalars(results: dict[str, Any], prefix: str = '') -> dict[str, float]:
+  """The finite numbers of nested results as {'a/b/c': value} (TensorBoard)."""
+  out = {}
+  for key, value in results.items():
+    if isinstance(value, dict):
+      out.update(flat_scalars(value, f'{prefix}{key}/'))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      if math.isfinite(value):
+        out[f'{prefix}{key}'] = float(value)
+  return out
+
+
+# ------------------------------------------------------------------ Inception / FID
+def inception_extractor(config: ml_collections.ConfigDict
+                        ) -> tuple[inception_metrics.InceptionExtractor | None, str]:
+  """The configured extractor (None without weights) and a note for the JSON."""
+  e = config.eval
+  if e.inception_path:
+    extractor = inception_metrics.InceptionExtractor.from_artifact(
+        e.inception_path, batch_size=e.batch_size, quantize=True)
+    return extractor, (f'{extractor.fingerprint}; comparable with papers only for the '
+                       'weights named in evaluation/inception_metrics.py')
+  if e.inception_random_weights:
+    logging.warning('Eval: Inception-v3 with RANDOM weights (eval.inception_random_'
+                    'weights): IS and FID are meaningless.')
+    extractor = inception_metrics.InceptionExtractor.with_random_weights(
+        batch_size=e.batch_size, image_size=RANDOM_INCEPTION_SIZE)
+    return extractor, ('RANDOM Inception-v3 weights (eval.inception_random_weights): IS '
+                       'and FID are meaningless, for tests and smoke runs only')
+  reason = ('not computed: eval.inception_path is empty (convert weights with '
+            '`python -m mirrorgan_jax.pretrained inception`)')
+  logging.warning('Eval: IS and FID %s.', reason)
+  return None, reason
+
+
+def reference_path(config: ml_collections.ConfigDict,
+                   workdir: epath.PathLike) -> epath.Path:
+  """The FID reference cache: `eval.fid_reference_path` or `<workdir>/eval/...npz`."""
+  if config.eval.fid_reference_path:
+    return epath.Path(config.eval.fid_reference_path)
+  return eval_dir(workdir) / REFERENCE_FILE
+
+
+def reference_fingerprint(config: ml_collections.ConfigDict,
+                          extractor_fingerprint: str) -> str:
+  """Extractor and real images (dataset, split, size): the cache's identity."""
+  d = config.data
+  size = input_pipeline.stage_sizes(config)[-1]
+  return (f'{extractor_fingerprint}; real {d.name}/{d.builder_config} '
+          f'{d.eval_split} split at {size}px')
+
+
+def _real_images(batches: Iterable[dict[str, np.ndarray]], key: str
+                 ) -> Iterator[np.ndarray]:
+  for batch in batches:  # Nothing is read until iterated.
+    yield batch[key][batch['mask'].astype(bool)]
+
+
+def reference_statistics(config: ml_collections.ConfigDict, workdir: epath.PathLike,
+                         extractor, eval_batches: Iterable[dict[str, np.ndarray]]
+                         ) -> fid.Statistics:
+  """FID statistics of the real eval images, from the cache or computed and cached.
+
+  Args:
+    config: the run's config (cache path, data description).
+    workdir: the run directory.
+    extractor: has `fingerprint` and `features(images [B, H, W, 3]) -> [B, F]`.
+    eval_batches: the eval pipeline's batches; read only when there is no cache.
+  Raises:
+    ValueError: the cache was made with another extractor or other images.
+  """
+  key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
+  return fid.compute_or_load_reference_stats(
+      reference_path(config, workdir), _real_images(eval_batches, key),
+      extractor.features, reference_fingerprint(config, extractor.fingerprint))
+
+
+# ------------------------------------------------------------------ the passes
+class _Real(NamedTuple):
+  caption_ids: np.ndarray  # [M, N, T]
+  caption_len: np.ndarray  # [M, N]
+  class_ids: np.ndarray  # [M]
+  image_codes: np.ndarray  # [M, D]
+  caption_codes: np.ndarray  # [M, N, D]
+  redescriptions: list[list[int]]  # Per eval image.
+  oracle_predictions: dict[str, np.ndarray] | None  # {attribute: [M]}
+  oracle_features: np.ndarray | None  # [M, F]
+
+
+def _real_pass(batches, key: str, variables, models, max_len: int, oracle) -> _Real:
+  """One pass over the real eval split (unmasked rows only)."""
+  parts = {k: [] for k in ('ids', 'len', 'class', 'code', 'captions', 'oracle')}
+  redescriptions = []
+  for batch in batches:
+    mask = batch['mask'].astype(bool)
+    out = jax.device_get(_real_step(variables, batch[key], batch['all_caption_ids'],
+                                    batch['all_caption_len'], max_len=max_len,
+                                    **_nets(models)))
+    code, captions, ids, lengths = (x[mask] for x in out)
+    for name, column in (('ids', 'all_caption_ids'), ('len', 'all_caption_len'),
+                         ('class', 'class_id')):
+      parts[name].append(batch[column][mask])
+    parts['code'].append(code)
+    parts['captions'].append(captions)
+    redescriptions.extend(_words(ids, lengths))
+    if oracle is not None:
+      predictions, features = oracle.outputs(batch[key])
+      parts['oracle'].append(({a: p[mask] for a, p in predictions.items()},
+                              features[mask]))
+  if not redescriptions:
+    raise ValueError('the eval split gave no image to evaluate on')
+  cat = {k: np.concatenate(v) for k, v in parts.items() if k != 'oracle'}
+  predictions = features = None
+  if oracle is not None:
+    predictions = {a: np.concatenate([p[a] for p, _ in parts['oracle']])
+                   for a in parts['oracle'][0][0]}
+    features = np.concatenate([f for _, f in parts['oracle']])
+  return _Real(cat['ids'], cat['len'], cat['class'], cat['code'], cat['captions'],
+               redescriptions, predictions, features)
+
+
+def generated_batches(config: ml_collections.ConfigDict, plan: SamplePlan,
+                      caption_ids: np.ndarray, caption_len: np.ndarray, variables,
+                      models) -> Iterator[tuple[np.ndarray, jax.Array, np.ndarray,
+                                                list[list[int]]]]:
+  """Generates the planned samples in batches of `eval.batch_size`.
+
+  Args:
+    config: the run's config (`seed`, `eval.batch_size`, captioner decoding).
+    plan: eval image and caption of each sample.
+    caption_ids: every eval caption [M, N, T]; caption_len [M, N].
+    variables: `network_variables(model)`; models: the run's modules.
+  Yields:
+    (mask [B] (False on padding), final-stage images [B, S, S, 3] float32 on
+    device, padding rows included; DAMSM codes [b, D] and greedy redescriptions
+    (token-id lists) of the b unmasked rows).
+  """
+  num = len(plan.image_index)
+  key = jax.random.PRNGKey(config.seed)
+  for sample_ids, mask in plan_batches(num, config.eval.batch_size):
+    rows = np.minimum(sample_ids, num - 1)  # Padding rows repeat the last sample.
+    image, caption = plan.image_index[rows], plan.caption_index[rows]
+    images, code, ids, lengths = _generated_step(
+        variables, caption_ids[image, caption],
+        np.maximum(caption_len[image, caption], 1), sample_ids, key,
+        generator=models.generator, max_len=config.model.captioner.max_decode_len,
+        **_nets(models))
+    code, ids, lengths = (x[mask] for x in jax.device_get((code, ids, lengths)))
+    yield mask, images, code, _words(ids, lengths)
+
+
+class _Generated(NamedTuple):
+  image_codes: np.ndarray  # [S, D]
+  redescriptions: list[list[int]]
+  probs: np.ndarray | None  # Inception class probabilities [S, C].
+  inception_stats: fid.Statistics | None
+  oracle_predictions: dict[str, np.ndarray] | None
+  oracle_stats: fid.Statistics | None
+  shown: np.ndarray  # uint8 [<= NUM_SHOWN, S, S, 3]: the first samples.
+  seconds: float
+
+
+def _generate(config, plan: SamplePlan, real: _Real, variables, models, extractor,
+              oracle) -> _Generated:
+  """Generates every planned sample and feeds each metric, batch by batch."""
+  num = len(plan.image_index)
+  codes, redescriptions, probs, shown, predictions = [], [], [], [], []
+  inception_acc, oracle_acc = fid.StatisticsAccumulator(), fid.StatisticsAccumulator()
+  started = last_log = time.time()
+  for mask, images, code, words in generated_batches(
+      config, plan, real.caption_ids, real.caption_len, variables, models):
+    codes.append(code)
+    redescriptions.extend(words)
+    if extractor is not None:
+      out = extractor(images)
+      inception_acc.update(out.pool3[mask])
+      probs.append(out.probs[mask])
+    if oracle is not None:
+      labels, features = oracle.outputs(images)
+      predictions.append({a: p[mask] for a, p in labels.items()})
+      oracle_acc.update(features[mask])
+    if sum(len(s) for s in shown) < NUM_SHOWN:
+      shown.append(image_grid.to_uint8(jax.device_get(images)[mask]))
+    if time.time() - last_log > _LOG_EVERY_SECONDS or len(redescriptions) == num:
+      last_log = time.time()
+      logging.info('Eval: %d / %d images generated and scored (%.1f images/s).',
+                   len(redescriptions), num,
+                   len(redescriptions) / max(last_log - started, 1e-9))
+  return _Generated(
+      np.concatenate(codes), redescriptions, np.concatenate(probs) if probs else None,
+      inception_acc.result() if extractor is not None else None,
+      {a: np.concatenate([p[a] for p in predictions]) for a in predictions[0]}
+      if predictions else None,
+      oracle_acc.result() if oracle is not None else None,
+      np.concatenate(shown)[:NUM_SHOWN], time.time() - started)
+
+
+# ------------------------------------------------------------------ results
+def _oracle_results(plan, real: _Real, generated: _Generated, records, artifact
+                    ) -> dict[str, Any]:
+  path, real_test = artifact
+  gen = oracle_scores(generated.oracle_predictions, records, plan)
+  same = oracle_scores(
+      {a: p[plan.image_index] for a, p in real.oracle_predictions.items()}, records, plan)
+  return {'accuracy': {a: _finite_or_none(acc) for a, (acc, _) in gen.items()},
+          'count': {a: n for a, (_, n) in gen.items()},
+          'real_accuracy_same_captions': {a: _finite_or_none(acc)
+                                          for a, (acc, _) in same.items()},
+          'real_test_accuracy': real_test, 'artifact': str(path),
+          'oracle_fid': fid.fid_from_statistics(generated.oracle_stats,
+                                                fid.statistics(real.oracle_features))}
+
+
+def _protocol_notes(config: ml_collections.ConfigDict) -> dict[str, str]:
+  e = config.eval
+  return {
+      'generation': 'sample k: eval image k % M (TFDS file order), its caption '
+                    '(k // M) % captions_per_image, noise from fold_in(seed, k); EMA '
+                    'generator in inference mode; final-stage images',
+      'inception': f'8-bit quantised inputs; IS: {e.is_splits} splits after a shuffle '
+                   f'with seed {config.seed}; FID: float64 pool3 statistics vs the real '
+                   'eval images, each once, at the final stage size',
+      'r_precision': f'DAMSM cosine; true caption + {e.r_precision_mismatched} captions '
+                     f'of other classes from all eval captions; {e.r_precision_folds} '
+                     "folds; 'real': each sample's real eval image",
+      'bleu4': 'corpus BLEU-4 on token ids, greedy STREAM redescriptions vs all '
+               "captions of the sample's eval image; 'real': the real eval images",
+      'oracle': "attribute scored iff the sample's caption mentions it; oracle_fid is "
+                "an FID in the oracle's feature space, not an Inception FID"}
+
+
+def _sample_text(vocab, plan: SamplePlan, real: _Real, redescriptions) -> str:
+  blocks = []
+  for k in range(min(NUM_SHOWN, len(redescriptions))):
+    j, c = plan.image_index[k], plan.caption_index[k]
+    caption = vocab.decode(real.caption_ids[j, c][:real.caption_len[j, c]])
+    blocks.append(f'[{k}] eval image {j}, caption {c}\n  input:       {caption}\n'
+                  f'  redescribed: {vocab.decode(redescriptions[k])}')
+  return '\n\n'.join(blocks) + '\n'
+
+
+def _grid(images: np.ndarray) -> np.ndarray:
+  """uint8 images [n, S, S, 3] in rows of GRID_COLUMNS (white fills the last row)."""
+  rows, cols = -(-len(images) // GRID_COLUMNS), min(len(images), GRID_COLUMNS)
+  cells = np.full((rows * cols,) + images.shape[1:], 255, np.uint8)
+  cells[:len(images)] = images
+  return image_grid.tile(cells.reshape((rows, cols) + images.shape[1:]))
+
+
+def _write(workdir: epath.Path, results: dict, grid: np.ndarray, text: str) -> None:
+  """results.json, TensorBoard scalars / text / grid, sample PNG and text files."""
+  outdir, step = eval_dir(workdir), results['step']
+  outdir.mkdir(parents=True, exist_ok=True)
+  (outdir / RESULTS_FILE).write_text(json.dumps(results, indent=1, allow_nan=False))
+  image_grid.save_png(grid, outdir / f'samples_{step}.png')
+  (outdir / f'samples_{step}.txt').write_text(text)
+  writer = metric_writers.create_default_writer(outdir, asynchronous=False)
+  writer.write_scalars(step, flat_scalars({k: v for k, v in results.items()
+                                           if k != 'step'}))
+  writer.write_texts(step, {'redescriptions': f'```\n{text}```'})
+  writer.write_images(step, {'samples': grid[None]})
+  writer.close()
+
+
+# ------------------------------------------------------------------ entry point
+def _load_oracle(config, workdir: epath.Path):
+  """(classifier, (artifact path, its real-test accuracy)); Nones off captioned_shapes."""
+  if config.data.name != 'captioned_shapes':
+    return None, None
+  path = oracle_training.artifact_dir(workdir)
+  if not path.exists():
+    raise FileNotFoundError(
+        f'no oracle artifact at {path}: captioned_shapes evaluation needs it; train it '
+        'with `python -m mirrorgan_jax.main --mode oracle` (same workdir)')
+  classifier = oracle_training.load_oracle(path, config)
+  accuracy = (json.loads((path / 'meta.json').read_text()).get('eval') or {}).get(
+      'accuracy') or {}
+  return classifier, (path, {a: _finite_or_none(v) for a, v in accuracy.items()})
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+  e = config.eval
+  for name in ('num_samples', 'batch_size', 'r_precision_folds',
+               'r_precision_mismatched'):
+    if e[name] < 1:
+      raise ValueError(f'eval.{name} must be >= 1, got {e[name]}')
+  if (e.inception_path or e.inception_random_weights) and e.num_samples < e.is_splits:
+    raise ValueError(f'eval.num_samples ({e.num_samples}) must be >= eval.is_splits '
+                     f'({e.is_splits}) for the Inception Score')
+
+
+def evaluate(config: ml_collections.ConfigDict | None,
+             workdir: epath.PathLike) -> dict[str, Any] | None:
+  """Evaluates the newest GAN checkpoint of `workdir` (see the module docstring).
+
+  Args:
+    config: the run's config (None: `<workdir>/config.json`).
+    workdir: the run directory.
+  Returns:
+    The results, as written to `<workdir>/eval/results.json`; None on
+    processes other than 0.
+  Raises:
+    FileNotFoundError: missing checkpoint, artifact or Inception weights (names
+      the path).
+    ValueError: bad eval config, or an FID cache of another extractor or data.
+  """
+  if jax.process_index() != 0:
+    logging.info('Evaluation runs on process 0 only.')
+    return None
+  workdir = epath.Path(workdir)
+  config = config or trained_model.load_config(workdir)
+  _check_config(config)
+  model = trained_model.load(workdir, config)
+  oracle, oracle_artifact = _load_oracle(config, workdir)
+  extractor, inception_note = inception_extractor(config)
+  _, eval_batches, _ = input_pipeline.create_datasets(
+      config, model.vocab, batch_size=config.eval.batch_size, process_index=0,
+      process_count=1)
+  # Before the long generation, so that a cache of another extractor fails early.
+  reference = None if extractor is None else reference_statistics(
+      config, workdir, extractor, eval_batches)
+  variables = network_variables(model)
+  key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
+  real = _real_pass(eval_batches, key, variables, model.models,
+                    config.model.captioner.max_decode_len, oracle)
+  num_real, captions_per_image = real.caption_len.shape
+  records = None
+  if oracle is not None:
+    records = oracle_training.test_records(config)
+    if len(records.captions) != num_real:
+      raise ValueError(f'the oracle test records list {len(records.captions)} images, '
+                       f'the eval pipeline {num_real}')
+  plan = sample_plan(num_real, captions_per_image, config.eval.num_samples)
+  logging.info('Eval of %s at step %d: %d samples of %d eval images x %d captions.',
+               workdir, model.step, len(plan.image_index), num_real, captions_per_image)
+  generated = _generate(config, plan, real, variables, model.models, extractor, oracle)
+
+  num = len(plan.image_index)
+  results = {
+      'step': model.step, 'num_images': num, 'num_eval_images': num_real,
+      'captions_per_image': captions_per_image, 'rounds': math.ceil(num / num_real),
+      'images_per_second': num / max(generated.seconds, 1e-9),
+      'inception': {'weights': extractor.fingerprint if extractor else None,
+                    'note': inception_note},
+      'inception_score': None, 'fid': None, 'fid_reference': None}
+  if extractor is not None:
+    score = inception_score.inception_score(generated.probs, config.eval.is_splits,
+                                            shuffle_seed=config.seed)
+    results['inception_score'] = {'mean': score.mean, 'std': score.std,
+                                  'num_splits': config.eval.is_splits}
+    results['fid'] = fid.fid_from_statistics(generated.inception_stats, reference)
+    results['fid_reference'] = {'path': str(reference_path(config, workdir)),
+                                'num_images': reference.count}
+  rp = functools.partial(
+      r_precision_scores, plan=plan, caption_codes=real.caption_codes,
+      caption_len=real.caption_len, class_ids=real.class_ids,
+      num_mismatched=config.eval.r_precision_mismatched,
+      num_folds=config.eval.r_precision_folds, seed=config.seed)
+  results['r_precision'] = {'generated': rp(generated.image_codes),
+                            'real': rp(real.image_codes[plan.image_index])}
+  refs = [_words(ids, n) for ids, n in zip(real.caption_ids, real.caption_len)]
+  results['bleu4'] = {
+      'generated': bleu.corpus_bleu(generated.redescriptions,
+                                    [refs[j] for j in plan.image_index]),
+      'real': bleu.corpus_bleu(real.redescriptions, refs), 'decoder': 'greedy'}
+  results['oracle'] = None if oracle is None else _oracle_results(
+      plan, real, generated, records, oracle_artifact)
+  results['protocol'] = _protocol_notes(config)
+
+  _write(workdir, results, _grid(generated.shown),
+         _sample_text(model.vocab, plan, real, generated.redescriptions))
+  logging.info('Eval results written to %s:\n%s', eval_dir(workdir) / RESULTS_FILE,
+               '\n'.join(f'  {k}: {v:.4f}' for k, v in flat_scalars(results).items()))
+  return results

@@ -16,6 +16,7 @@ from mirrorgan_jax import checkpointing
 from mirrorgan_jax import damsm_training
 from mirrorgan_jax import gan_step
 from mirrorgan_jax import main
+from mirrorgan_jax import oracle_training
 from mirrorgan_jax import stream_training
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.models import factory
@@ -45,9 +46,12 @@ def test_all_phases_write_their_outputs(smoke_run):
   assert checkpointing.artifact_exists(damsm_training.artifact_dir(workdir))
   assert checkpointing.artifact_exists(stream_training.artifact_dir(workdir))
   assert (workdir / 'vocab.json').exists() and (workdir / 'config.json').exists()
-  for phase in ('damsm', 'stream', 'gan'):
+  assert checkpointing.artifact_exists(oracle_training.artifact_dir(workdir),
+                                       require_vocab=False)
+  for phase in ('damsm', 'stream', 'oracle', 'gan'):
     assert list((workdir / phase).glob('events.out.tfevents*')), phase
     assert list((workdir / phase / 'checkpoints').iterdir()), phase
+  assert (workdir / 'eval' / 'results.json').exists()  # Contents: evaluator_test.py.
   assert list((workdir / 'gan' / 'samples').glob('*_ema.png'))
   assert list((workdir / 'gan' / 'profile').rglob('*.xplane.pb'))
 
@@ -59,6 +63,8 @@ def test_rerun_skips_finished_phases(smoke_run, caplog):
   main.run(_config(data_dir), epath.Path(workdir), 'all')
   assert 'damsm: artifact exists' in caplog.text
   assert 'stream: artifact exists' in caplog.text
+  assert 'oracle: artifact exists' in caplog.text
+  assert 'scores the newest checkpoint, skipping' in caplog.text  # eval
   assert time.time() - started < 120
 
 

@@ -84,6 +84,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim.b1 = 0.5  # Adam beta1 for G and D (ref 0.5).
   c.optim.b2 = 0.999  # Adam beta2 for G and D (ref 0.999).
   c.optim.ema_decay = 0.999  # EMA of generator parameters (ref 0.999).
+  c.optim.ema_warmup = True  # Decay min(ema_decay, (1+n)/(10+n)) at update n (ref: fixed).
 
   # ---------------------------------------------------------------- phases
   c.damsm = ml_collections.ConfigDict()

@@ -9,6 +9,9 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # XLA's CPU optimisation passes dominate the suite's time (tiny models, few steps);
 # the environment variable also reaches the tests' subprocesses.
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+# numpy's BLAS threads fight over 2 loaded cores: one 2048x2048 eigh (FID) took
+# 27 s with them and 4 s on one thread.
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 
 import pytest  # pylint: disable=g-import-not-at-top
 

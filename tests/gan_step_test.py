@@ -30,6 +30,7 @@ def _leaves_equal(a, b):
 
 def test_step_updates_g_d_ema_and_never_frozen():
   config, models, frozen, state = _setup()
+  config.optim.ema_warmup = False  # The reference's fixed decay.
   before = jax.device_get(state)
   frozen_before = jax.device_get(frozen)
   step = gan_step.make_train_step(config, models, frozen)
@@ -54,6 +55,24 @@ def test_step_updates_g_d_ema_and_never_frozen():
   # The frozen networks are bit-identical, on the host and on the devices.
   assert _leaves_equal(frozen_before, jax.device_get(frozen))
   assert _leaves_equal(frozen_before, jax.device_get(step.frozen))
+
+
+def test_ema_warmup_by_hand():
+  config, models, frozen, state = _setup()
+  config.optim.ema_decay = 0.5
+  # min(0.5, (1 + n) / (10 + n)): 2/11 at n = 1, 3/12 at n = 2, 0.5 from n = 8.
+  for n, want in ((1, 2 / 11), (2, 3 / 12), (8, 0.5), (100, 0.5)):
+    assert float(gan_step.ema_decay(config, n)) == pytest.approx(want)
+  config.optim.ema_warmup = False
+  assert float(gan_step.ema_decay(config, 1)) == 0.5
+  config.optim.ema_warmup = True
+  p0 = jax.device_get(state.g_params)
+  step = gan_step.make_train_step(config, models, frozen)
+  state, _ = step(step.place_state(state), gan_fixtures.random_batch(config, 0))
+  after = jax.device_get(state)
+  for e0, p1, e1 in zip(jax.tree.leaves(p0), jax.tree.leaves(after.g_params),
+                        jax.tree.leaves(after.ema_g_params)):
+    np.testing.assert_allclose(e1, 2 / 11 * e0 + 9 / 11 * p1, rtol=1e-5, atol=1e-7)
 
 
 def test_stream_gradient_reaches_generator():

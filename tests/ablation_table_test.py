@@ -6,6 +6,7 @@ import math
 import pytest
 
 from mirrorgan_jax.evaluation import ablation_table
+from mirrorgan_jax.evaluation import eval_protocol
 
 
 def _run(root, name, results):
@@ -15,9 +16,9 @@ def _run(root, name, results):
   return root / name
 
 
-def test_flatten_keeps_finite_numbers_only():
+def test_flat_scalars_keep_finite_numbers_only():
   tree = {'a': {'b': 1, 'c': 'text', 'd': None, 'e': True, 'f': float('nan')}, 'g': 2.5}
-  assert ablation_table.flatten(tree) == {'a/b': 1.0, 'g': 2.5}
+  assert eval_protocol.flat_scalars(tree) == {'a/b': 1.0, 'g': 2.5}
 
 
 def test_mean_std_by_hand():

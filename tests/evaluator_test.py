@@ -24,7 +24,9 @@ from mirrorgan_jax import oracle_training
 from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
 from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.evaluation import eval_protocol
 from mirrorgan_jax.evaluation import evaluator
+from mirrorgan_jax.evaluation import fid_reference
 from mirrorgan_jax.evaluation import fid
 
 # 32 tiny eval images: round 1 (caption 1) for 5 of them; 3 padding rows in batches of 8.
@@ -119,23 +121,23 @@ def test_outputs_on_disk(smoke_run):
 
 
 def test_sample_plan_and_batches_by_hand():
-  plan = evaluator.sample_plan(num_images=3, captions_per_image=2, num_samples=8)
+  plan = eval_protocol.sample_plan(num_images=3, captions_per_image=2, num_samples=8)
   assert plan.image_index.tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
   assert plan.caption_index.tolist() == [0, 0, 0, 1, 1, 1, 0, 0]
-  batches = list(evaluator.plan_batches(10, 4))
+  batches = list(eval_protocol.plan_batches(10, 4))
   assert [ids.tolist() for ids, _ in batches] == [[0, 1, 2, 3], [4, 5, 6, 7],
                                                   [8, 9, 10, 11]]
   assert batches[-1][1].tolist() == [True, True, False, False]
   assert all(mask.all() for _, mask in batches[:-1])
   for args in ((0, 2, 8), (3, 0, 8), (3, 2, 0)):
     with pytest.raises(ValueError, match='must be >= 1'):
-      evaluator.sample_plan(*args)
+      eval_protocol.sample_plan(*args)
 
 
 def test_noise_depends_only_on_the_sample_id():
   key = jax.random.PRNGKey(3)
-  all_rows = evaluator.sample_noise(key, jnp.arange(8), 5)
-  some = evaluator.sample_noise(key, jnp.array([6, 2]), 5)
+  all_rows = eval_protocol.sample_noise(key, jnp.arange(8), 5)
+  some = eval_protocol.sample_noise(key, jnp.array([6, 2]), 5)
   np.testing.assert_array_equal(some, all_rows[jnp.array([6, 2])])
   np.testing.assert_array_equal(
       all_rows[3], jax.random.normal(jax.random.fold_in(key, 3), (5,)))
@@ -149,7 +151,7 @@ def test_generated_batches_follow_the_protocol(smoke_run):
       config, model.vocab, batch_size=8, process_index=0, process_count=1)
   batch = next(iter(eval_batches))
   ids, lengths = batch['all_caption_ids'], batch['all_caption_len']  # [8, 8, T]
-  plan = evaluator.sample_plan(8, CAPTIONS, 11)  # As if the split had 8 images.
+  plan = eval_protocol.sample_plan(8, CAPTIONS, 11)  # As if the split had 8 images.
   variables = evaluator.network_variables(model)
   out = list(evaluator.generated_batches(config, plan, ids, lengths, variables,
                                          model.models))
@@ -194,18 +196,18 @@ def test_r_precision_glue_on_constructed_codes():
   lengths = np.full((4, 2), 5)
   lengths[3, 1] = 0  # Not a caption: image 0 keeps 5 of another class (1 + 2 + 2).
   classes = np.arange(4)
-  plan = evaluator.sample_plan(4, 2, 6)  # (0,0) (1,0) (2,0) (3,0) (0,1) (1,1)
+  plan = eval_protocol.sample_plan(4, 2, 6)  # (0,0) (1,0) (2,0) (3,0) (0,1) (1,1)
   true = codes[plan.image_index, plan.caption_index]
   wrong = codes[(plan.image_index + 1) % 4, 0]  # Another image's caption.
   kwargs = dict(plan=plan, caption_codes=codes, caption_len=lengths, class_ids=classes,
                 num_mismatched=10, num_folds=1, seed=0)
-  right = evaluator.r_precision_scores(true, **kwargs)
+  right = eval_protocol.r_precision_scores(true, **kwargs)
   assert right['num_mismatched'] == 5 and right['num_images'] == 6
   assert right['top1_mean'] == 1.0
   # Samples 3..5 match a mismatched caption (or tie with all at 0): never ranked in top 3.
-  mixed = evaluator.r_precision_scores(np.concatenate([true[:3], wrong[3:]]), **kwargs)
+  mixed = eval_protocol.r_precision_scores(np.concatenate([true[:3], wrong[3:]]), **kwargs)
   assert (mixed['top1_mean'], mixed['top3_mean']) == (0.5, 0.5)
-  assert evaluator.r_precision_scores(
+  assert eval_protocol.r_precision_scores(
       true, **{**kwargs, 'class_ids': np.zeros(4, int)}) is None
 
 
@@ -217,11 +219,11 @@ def test_oracle_scores_glue_by_hand():
               'size': np.array([1, 0]), 'position': np.array([0, 0]),
               'count': np.array([0, 1]), 'background': np.array([1, 0])},
       num_objects=np.array([1, 2]))
-  plan = evaluator.sample_plan(2, 2, 4)  # (0,0) (1,0) (0,1) (1,1)
+  plan = eval_protocol.sample_plan(2, 2, 4)  # (0,0) (1,0) (0,1) (1,1)
   predictions = {'shape': np.array([0, 5, 1, 5]), 'color': np.array([0, 3, 0, 3]),
                  'size': np.array([1, 1, 0, 1]), 'position': np.array([3, 0, 0, 0]),
                  'count': np.array([0, 1, 1, 0]), 'background': np.array([0, 0, 1, 0])}
-  got = evaluator.oracle_scores(predictions, records, plan)
+  got = eval_protocol.oracle_scores(predictions, records, plan)
   # Sample 0 states shape, colour, size, position; 2 shape, colour, background;
   # samples 1 and 3 (two objects) only the count.
   assert got == {'shape': (0.5, 2), 'color': (1.0, 2), 'size': (1.0, 1),
@@ -249,21 +251,21 @@ def test_fid_reference_is_cached_with_its_fingerprint(tmp_path):
   images = rng.uniform(-1, 1, (8, SIZE, SIZE, 3)).astype(np.float32)
   batches = [{f'image_{SIZE}': images[:4], 'mask': np.ones(4, bool)},
              {f'image_{SIZE}': images[4:], 'mask': np.array([1, 1, 0, 0], bool)}]
-  stats = evaluator.reference_statistics(config, tmp_path, _MeanColour('a'), batches)
+  stats = fid_reference.reference_statistics(config, tmp_path, _MeanColour('a'), batches)
   features = images[:6].mean(axis=(1, 2))  # The two padding rows are not real images.
   np.testing.assert_allclose(stats.mu, features.mean(axis=0), rtol=1e-6)
   np.testing.assert_allclose(stats.sigma, np.cov(features, rowvar=False), rtol=1e-6)
   assert (tmp_path / 'eval' / 'fid_reference.npz').exists()
-  again = evaluator.reference_statistics(config, tmp_path, _MeanColour('a'),
+  again = fid_reference.reference_statistics(config, tmp_path, _MeanColour('a'),
                                         _never_read())
   np.testing.assert_array_equal(again.sigma, stats.sigma)
   with pytest.raises(ValueError, match='different feature extractor'):
-    evaluator.reference_statistics(config, tmp_path, _MeanColour('b'), batches)
+    fid_reference.reference_statistics(config, tmp_path, _MeanColour('b'), batches)
   config.data.eval_split = 'train'  # Other real images: not reused either.
   with pytest.raises(ValueError, match='different feature extractor'):
-    evaluator.reference_statistics(config, tmp_path, _MeanColour('a'), batches)
+    fid_reference.reference_statistics(config, tmp_path, _MeanColour('a'), batches)
   config.eval.fid_reference_path = str(tmp_path / 'elsewhere.npz')
-  evaluator.reference_statistics(config, tmp_path, _MeanColour('a'), batches)
+  fid_reference.reference_statistics(config, tmp_path, _MeanColour('a'), batches)
   assert (tmp_path / 'elsewhere.npz').exists()
 
 
@@ -272,7 +274,7 @@ def test_run_reference_cache_and_refusal_of_another(smoke_run, tmp_path):
   config = _config(data_dir)
   stats = fid.load_statistics(  # The run's cache carries extractor and data.
       workdir / 'eval' / 'fid_reference.npz',
-      evaluator.reference_fingerprint(config, results['inception']['weights']))
+      fid_reference.reference_fingerprint(config, results['inception']['weights']))
   assert stats.count == NUM_EVAL and stats.mu.shape == (2048,)
   other = tmp_path / 'other.npz'
   fid.save_statistics(other, fid.statistics(np.eye(3)), 'another extractor')

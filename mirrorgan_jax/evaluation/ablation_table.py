@@ -13,31 +13,21 @@ import fnmatch
 import json
 import math
 import re
-from typing import Any, Sequence
+from typing import Sequence
 
 from absl import app
 from absl import flags
 from etils import epath
 
+from mirrorgan_jax.evaluation import eval_protocol as protocol
+
 _OUT = flags.DEFINE_string('out', None, 'Markdown file to write (also printed).')
 _METRICS = flags.DEFINE_list(
-    'metrics', ['oracle/generated/*/accuracy', 'oracle_fid', 'r_precision/generated/top1_*',
-                'fid', 'inception_score/mean', 'stream_bleu4'],
+    'metrics', ['oracle/accuracy/*', 'oracle/oracle_fid', 'r_precision/generated/top1_*',
+                'bleu4/generated', 'fid', 'inception_score/mean'],
     'fnmatch patterns of the flattened results.json keys to tabulate.')
 
 _RUN_NAME = re.compile(r'^(?P<arm>.+)_seed(?P<seed>\d+)$')
-
-
-def flatten(tree: Any, prefix: str = '') -> dict[str, float]:
-  """{'a': {'b': 1.0}} -> {'a/b': 1.0}; keeps finite numbers only (not bools)."""
-  out = {}
-  if isinstance(tree, dict):
-    for key, value in tree.items():
-      out.update(flatten(value, f'{prefix}{key}/'))
-  elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
-    if math.isfinite(tree):
-      out[prefix[:-1]] = float(tree)
-  return out
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -59,7 +49,7 @@ def collect(workdirs: Sequence[epath.PathLike]) -> dict[str, list[dict[str, floa
     path = workdir / 'eval' / 'results.json'
     if not path.exists():
       raise FileNotFoundError(f'{path} not found: run --mode eval on {workdir} first')
-    arms[match['arm']].append(flatten(json.loads(path.read_text())))
+    arms[match['arm']].append(protocol.flat_scalars(json.loads(path.read_text())))
   return dict(arms)
 
 

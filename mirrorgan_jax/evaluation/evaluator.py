@@ -43,7 +43,7 @@ import functools
 import json
 import math
 import time
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 from absl import logging
 from clu import metric_writers
@@ -61,15 +61,13 @@ from mirrorgan_jax import trained_model
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.evaluation import bleu
+from mirrorgan_jax.evaluation import eval_protocol as protocol
+from mirrorgan_jax.evaluation import fid_reference
 from mirrorgan_jax.evaluation import fid
-from mirrorgan_jax.evaluation import inception_metrics
 from mirrorgan_jax.evaluation import inception_score
-from mirrorgan_jax.evaluation import r_precision
 from mirrorgan_jax.models import captioner as captioner_lib
 
 RESULTS_FILE = 'results.json'
-REFERENCE_FILE = 'fid_reference.npz'  # Default FID cache under <workdir>/eval.
-RANDOM_INCEPTION_SIZE = 75  # Random weights: the smallest input Inception-v3 takes.
 NUM_SHOWN = 16  # Samples in the grid and the redescription text.
 GRID_COLUMNS = 8
 _LOG_EVERY_SECONDS = 30.0
@@ -99,39 +97,6 @@ def results_current(workdir: epath.PathLike) -> bool:
     ckpt.close()
 
 
-# ------------------------------------------------------------------ protocol
-class SamplePlan(NamedTuple):
-  """Attributes: image_index [S] and caption_index [S] (int64) of each sample."""
-  image_index: np.ndarray
-  caption_index: np.ndarray
-
-
-def sample_plan(num_images: int, captions_per_image: int, num_samples: int) -> SamplePlan:
-  """Sample k: eval image k % M with its caption (k // M) % N."""
-  for name, value in (('num_images', num_images), ('num_samples', num_samples),
-                      ('captions_per_image', captions_per_image)):
-    if value < 1:
-      raise ValueError(f'{name} must be >= 1, got {value}')
-  k = np.arange(num_samples)
-  return SamplePlan(k % num_images, (k // num_images) % captions_per_image)
-
-
-def plan_batches(num_samples: int, batch_size: int
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """(sample ids [B], mask [B]) batches; the last is padded with ids >= num_samples."""
-  if batch_size < 1:
-    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-  for start in range(0, num_samples, batch_size):
-    ids = np.arange(start, start + batch_size)
-    yield ids, ids < num_samples
-
-
-def sample_noise(key: jax.Array, sample_ids: jax.Array, dim: int) -> jax.Array:
-  """N(0, I) rows [B, dim]; row b depends only on (key, sample_ids[b])."""
-  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (dim,)))(
-      sample_ids)
-
-
 # ------------------------------------------------------------------ compiled steps
 _NETS = ('text_encoder', 'image_encoder', 'captioner', 'max_len')
 
@@ -157,8 +122,9 @@ def _generated_step(variables, caption_ids, caption_len, sample_ids, key, *, gen
   z_key, eps_key = jax.random.split(key)
   out = sampling.generate(generator, text_encoder, variables['generator'],
                           variables['text_encoder'], caption_ids, caption_len,
-                          sample_noise(z_key, sample_ids, generator.z_dim),
-                          sample_noise(eps_key, sample_ids, generator.condition_dim))
+                          protocol.sample_noise(z_key, sample_ids, generator.z_dim),
+                          protocol.sample_noise(eps_key, sample_ids,
+                                                generator.condition_dim))
   images = out['images'][-1].astype(jnp.float32)
   _, code = image_encoder.apply(variables['image_encoder'], images)
   ids, lengths = captioner_lib.greedy_decode(captioner, variables['captioner'], images,
@@ -181,137 +147,6 @@ def network_variables(model: trained_model.TrainedModel) -> dict[str, Any]:
                          'text_encoder': model.frozen.text_encoder,
                          'image_encoder': model.image_encoder,
                          'captioner': model.frozen.captioner})
-
-
-# ------------------------------------------------------------------ metric glue
-def r_precision_scores(image_codes: np.ndarray, plan: SamplePlan,
-                       caption_codes: np.ndarray, caption_len: np.ndarray,
-                       class_ids: np.ndarray, *, num_mismatched: int, num_folds: int,
-                       seed: int) -> dict[str, float] | None:
-  """R-precision of samples against their captions; mismatched ones from all captions.
-
-  Args:
-    image_codes: DAMSM codes of the samples [S, D].
-    plan: eval image and caption of each sample.
-    caption_codes: sentence codes of every eval caption [M, N, D].
-    caption_len: [M, N]; captions of length 0 do not exist (not in the pool).
-    class_ids: [M] class of each eval image (mismatches are of other classes).
-    num_mismatched: wanted per sample; fewer when the pool lacks them (logged).
-    num_folds: folds for mean and std.
-    seed: draws and fold shuffling.
-  Returns:
-    `r_precision.r_precision`'s dict plus 'num_mismatched'; None when no
-    caption of another class exists.
-  """
-  valid = np.asarray(caption_len) > 0
-  pool = np.asarray(caption_codes)[valid]
-  pool_classes = np.repeat(np.asarray(class_ids), valid.sum(axis=1))
-  image_classes = np.asarray(class_ids)[plan.image_index]
-  available = int(r_precision.eligible_counts(pool_classes, image_classes).min())
-  num = min(num_mismatched, available)
-  if num < num_mismatched:
-    logging.warning('R-precision: a sample has only %d eval captions of another class; '
-                    'using %d mismatched captions instead of %d.', available, num,
-                    num_mismatched)
-  if num < 1:
-    return None
-  true = np.asarray(caption_codes)[plan.image_index, plan.caption_index]
-  out = r_precision.r_precision(image_codes, true, pool, pool_classes, image_classes,
-                                np.random.default_rng(seed), num_mismatched=num,
-                                num_folds=num_folds)
-  return {**out, 'num_mismatched': num}
-
-
-def oracle_scores(predictions: dict[str, np.ndarray],
-                  records: oracle_training.TestRecords,
-                  plan: SamplePlan) -> dict[str, tuple[float, int]]:
-  """{attribute: (accuracy, n)} of per-sample predictions [S], scored iff mentioned."""
-  captions = [records.captions[j][c]
-              for j, c in zip(plan.image_index, plan.caption_index)]
-  mask = oracle_training.mention_mask(captions, records.num_objects[plan.image_index])
-  labels = {a: v[plan.image_index] for a, v in records.labels.items()}
-  return oracle_training.accuracy(predictions, labels, mask)
-
-
-def _finite_or_none(value: float | None) -> float | None:
-  return value if value is not None and math.isfinite(value) else None
-
-
-def flat_scalars(results: dict[str, Any], prefix: str = '') -> dict[str, float]:
-  """The finite numbers of nested results as {'a/b/c': value} (TensorBoard)."""
-  out = {}
-  for key, value in results.items():
-    if isinstance(value, dict):
-      out.update(flat_scalars(value, f'{prefix}{key}/'))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-      if math.isfinite(value):
-        out[f'{prefix}{key}'] = float(value)
-  return out
-
-
-# ------------------------------------------------------------------ Inception / FID
-def inception_extractor(config: ml_collections.ConfigDict
-                        ) -> tuple[inception_metrics.InceptionExtractor | None, str]:
-  """The configured extractor (None without weights) and a note for the JSON."""
-  e = config.eval
-  if e.inception_path:
-    extractor = inception_metrics.InceptionExtractor.from_artifact(
-        e.inception_path, batch_size=e.batch_size, quantize=True)
-    return extractor, (f'{extractor.fingerprint}; comparable with papers only for the '
-                       'weights named in evaluation/inception_metrics.py')
-  if e.inception_random_weights:
-    logging.warning('Eval: Inception-v3 with RANDOM weights (eval.inception_random_'
-                    'weights): IS and FID are meaningless.')
-    extractor = inception_metrics.InceptionExtractor.with_random_weights(
-        batch_size=e.batch_size, image_size=RANDOM_INCEPTION_SIZE)
-    return extractor, ('RANDOM Inception-v3 weights (eval.inception_random_weights): IS '
-                       'and FID are meaningless, for tests and smoke runs only')
-  reason = ('not computed: eval.inception_path is empty (convert weights with '
-            '`python -m mirrorgan_jax.pretrained inception`)')
-  logging.warning('Eval: IS and FID %s.', reason)
-  return None, reason
-
-
-def reference_path(config: ml_collections.ConfigDict,
-                   workdir: epath.PathLike) -> epath.Path:
-  """The FID reference cache: `eval.fid_reference_path` or `<workdir>/eval/...npz`."""
-  if config.eval.fid_reference_path:
-    return epath.Path(config.eval.fid_reference_path)
-  return eval_dir(workdir) / REFERENCE_FILE
-
-
-def reference_fingerprint(config: ml_collections.ConfigDict,
-                          extractor_fingerprint: str) -> str:
-  """Extractor and real images (dataset, split, size): the cache's identity."""
-  d = config.data
-  size = input_pipeline.stage_sizes(config)[-1]
-  return (f'{extractor_fingerprint}; real {d.name}/{d.builder_config} '
-          f'{d.eval_split} split at {size}px')
-
-
-def _real_images(batches: Iterable[dict[str, np.ndarray]], key: str
-                 ) -> Iterator[np.ndarray]:
-  for batch in batches:  # Nothing is read until iterated.
-    yield batch[key][batch['mask'].astype(bool)]
-
-
-def reference_statistics(config: ml_collections.ConfigDict, workdir: epath.PathLike,
-                         extractor, eval_batches: Iterable[dict[str, np.ndarray]]
-                         ) -> fid.Statistics:
-  """FID statistics of the real eval images, from the cache or computed and cached.
-
-  Args:
-    config: the run's config (cache path, data description).
-    workdir: the run directory.
-    extractor: has `fingerprint` and `features(images [B, H, W, 3]) -> [B, F]`.
-    eval_batches: the eval pipeline's batches; read only when there is no cache.
-  Raises:
-    ValueError: the cache was made with another extractor or other images.
-  """
-  key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
-  return fid.compute_or_load_reference_stats(
-      reference_path(config, workdir), _real_images(eval_batches, key),
-      extractor.features, reference_fingerprint(config, extractor.fingerprint))
 
 
 # ------------------------------------------------------------------ the passes
@@ -358,7 +193,7 @@ def _real_pass(batches, key: str, variables, models, max_len: int, oracle) -> _R
                redescriptions, predictions, features)
 
 
-def generated_batches(config: ml_collections.ConfigDict, plan: SamplePlan,
+def generated_batches(config: ml_collections.ConfigDict, plan: protocol.SamplePlan,
                       caption_ids: np.ndarray, caption_len: np.ndarray, variables,
                       models) -> Iterator[tuple[np.ndarray, jax.Array, np.ndarray,
                                                 list[list[int]]]]:
@@ -376,7 +211,7 @@ def generated_batches(config: ml_collections.ConfigDict, plan: SamplePlan,
   """
   num = len(plan.image_index)
   key = jax.random.PRNGKey(config.seed)
-  for sample_ids, mask in plan_batches(num, config.eval.batch_size):
+  for sample_ids, mask in protocol.plan_batches(num, config.eval.batch_size):
     rows = np.minimum(sample_ids, num - 1)  # Padding rows repeat the last sample.
     image, caption = plan.image_index[rows], plan.caption_index[rows]
     images, code, ids, lengths = _generated_step(
@@ -399,8 +234,8 @@ class _Generated(NamedTuple):
   seconds: float
 
 
-def _generate(config, plan: SamplePlan, real: _Real, variables, models, extractor,
-              oracle) -> _Generated:
+def _generate(config, plan: protocol.SamplePlan, real: _Real, variables, models,
+              extractor, oracle) -> _Generated:
   """Generates every planned sample and feeds each metric, batch by batch."""
   num = len(plan.image_index)
   codes, redescriptions, probs, shown, predictions = [], [], [], [], []
@@ -435,11 +270,15 @@ def _generate(config, plan: SamplePlan, real: _Real, variables, models, extracto
 
 
 # ------------------------------------------------------------------ results
+def _finite_or_none(value: float | None) -> float | None:
+  return value if value is not None and math.isfinite(value) else None
+
+
 def _oracle_results(plan, real: _Real, generated: _Generated, records, artifact
                     ) -> dict[str, Any]:
   path, real_test = artifact
-  gen = oracle_scores(generated.oracle_predictions, records, plan)
-  same = oracle_scores(
+  gen = protocol.oracle_scores(generated.oracle_predictions, records, plan)
+  same = protocol.oracle_scores(
       {a: p[plan.image_index] for a, p in real.oracle_predictions.items()}, records, plan)
   return {'accuracy': {a: _finite_or_none(acc) for a, (acc, _) in gen.items()},
           'count': {a: n for a, (_, n) in gen.items()},
@@ -468,7 +307,7 @@ def _protocol_notes(config: ml_collections.ConfigDict) -> dict[str, str]:
                 "an FID in the oracle's feature space, not an Inception FID"}
 
 
-def _sample_text(vocab, plan: SamplePlan, real: _Real, redescriptions) -> str:
+def _sample_text(vocab, plan: protocol.SamplePlan, real: _Real, redescriptions) -> str:
   blocks = []
   for k in range(min(NUM_SHOWN, len(redescriptions))):
     j, c = plan.image_index[k], plan.caption_index[k]
@@ -494,7 +333,7 @@ def _write(workdir: epath.Path, results: dict, grid: np.ndarray, text: str) -> N
   image_grid.save_png(grid, outdir / f'samples_{step}.png')
   (outdir / f'samples_{step}.txt').write_text(text)
   writer = metric_writers.create_default_writer(outdir, asynchronous=False)
-  writer.write_scalars(step, flat_scalars({k: v for k, v in results.items()
+  writer.write_scalars(step, protocol.flat_scalars({k: v for k, v in results.items()
                                            if k != 'step'}))
   writer.write_texts(step, {'redescriptions': f'```\n{text}```'})
   writer.write_images(step, {'samples': grid[None]})
@@ -551,12 +390,12 @@ def evaluate(config: ml_collections.ConfigDict | None,
   _check_config(config)
   model = trained_model.load(workdir, config)
   oracle, oracle_artifact = _load_oracle(config, workdir)
-  extractor, inception_note = inception_extractor(config)
+  extractor, inception_note = fid_reference.inception_extractor(config)
   _, eval_batches, _ = input_pipeline.create_datasets(
       config, model.vocab, batch_size=config.eval.batch_size, process_index=0,
       process_count=1)
   # Before the long generation, so that a cache of another extractor fails early.
-  reference = None if extractor is None else reference_statistics(
+  reference = None if extractor is None else fid_reference.reference_statistics(
       config, workdir, extractor, eval_batches)
   variables = network_variables(model)
   key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
@@ -569,7 +408,7 @@ def evaluate(config: ml_collections.ConfigDict | None,
     if len(records.captions) != num_real:
       raise ValueError(f'the oracle test records list {len(records.captions)} images, '
                        f'the eval pipeline {num_real}')
-  plan = sample_plan(num_real, captions_per_image, config.eval.num_samples)
+  plan = protocol.sample_plan(num_real, captions_per_image, config.eval.num_samples)
   logging.info('Eval of %s at step %d: %d samples of %d eval images x %d captions.',
                workdir, model.step, len(plan.image_index), num_real, captions_per_image)
   generated = _generate(config, plan, real, variables, model.models, extractor, oracle)
@@ -588,10 +427,11 @@ def evaluate(config: ml_collections.ConfigDict | None,
     results['inception_score'] = {'mean': score.mean, 'std': score.std,
                                   'num_splits': config.eval.is_splits}
     results['fid'] = fid.fid_from_statistics(generated.inception_stats, reference)
-    results['fid_reference'] = {'path': str(reference_path(config, workdir)),
-                                'num_images': reference.count}
+    results['fid_reference'] = {
+        'path': str(fid_reference.reference_path(config, workdir)),
+        'num_images': reference.count}
   rp = functools.partial(
-      r_precision_scores, plan=plan, caption_codes=real.caption_codes,
+      protocol.r_precision_scores, plan=plan, caption_codes=real.caption_codes,
       caption_len=real.caption_len, class_ids=real.class_ids,
       num_mismatched=config.eval.r_precision_mismatched,
       num_folds=config.eval.r_precision_folds, seed=config.seed)
@@ -609,5 +449,6 @@ def evaluate(config: ml_collections.ConfigDict | None,
   _write(workdir, results, _grid(generated.shown),
          _sample_text(model.vocab, plan, real, generated.redescriptions))
   logging.info('Eval results written to %s:\n%s', eval_dir(workdir) / RESULTS_FILE,
-               '\n'.join(f'  {k}: {v:.4f}' for k, v in flat_scalars(results).items()))
+               '\n'.join(f'  {k}: {v:.4f}'
+                         for k, v in protocol.flat_scalars(results).items()))
   return results

@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
       prog='python -m mirrorgan_jax.sample', allow_abbrev=False,
       description='Generate images from sentences with a trained MirrorGAN.',
       epilog='Config overrides (--config.a.b=value) follow --config.')
-  parser.add_argument('--workdir', required=True, help='run directory of mirrorgan_jax.main')
+  parser.add_argument('--workdir', required=True,
+                      help='run directory of mirrorgan_jax.main')
   parser.add_argument('--text', action='append', default=[],
                       help='a caption (repeat for more)')
   parser.add_argument('--captions-file', '--captions_file', dest='captions_file',
@@ -151,8 +152,12 @@ def _load_config(spec: str, overrides: Sequence[str]):
   try:
     rest = fv(argv)
     _ = fv.config.model  # A config file that failed to load raises only when read.
-  except (AttributeError, KeyError, OSError, flags.Error) as e:
-    raise ValueError(f'bad --config {spec} {" ".join(overrides)}: {e}') from None
+  except (AttributeError, KeyError) as e:  # An override names no config field.
+    field = str(e).strip('\'"')
+    raise ValueError(f'bad --config override in {" ".join(overrides)}: no field '
+                     f'{field}') from None
+  except (OSError, flags.Error) as e:
+    raise ValueError(f'bad --config {spec}: {e}') from None
   if len(rest) > 1:
     raise ValueError(f'unexpected arguments: {rest[1:]}')
   return fv.config
@@ -206,7 +211,6 @@ def write_samples(result: sampling.SampleResult, out: epath.Path, meta: dict) ->
     lines = _describe(report) + ['STREAM redescriptions of the final images:'] + [
         f'  sample {j + 1}: {text}' for j, text in enumerate(result.redescriptions[i])]
     (out / f'{stem}.txt').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines[:1] + lines[2:]) + f'\n  -> {out / stem}.png\n')
     entries.append({
         'caption': report.text, 'words': report.words,
         'ids': [int(t) for t in result.ids[i, :result.lengths[i]]],
@@ -221,7 +225,13 @@ def write_samples(result: sampling.SampleResult, out: epath.Path, meta: dict) ->
 
 
 def run(args: argparse.Namespace, overrides: Sequence[str]) -> dict:
-  """Loads the run, samples every caption and writes the files; returns the summary."""
+  """Loads the run, samples, writes the files, prints the redescriptions.
+
+  Args:
+    args: the parsed flags; overrides: `--config.x=y` arguments.
+  Returns:
+    The `samples.json` content.
+  """
   if overrides and not args.config:
     raise ValueError(f'config overrides {list(overrides)} need --config')
   if args.num_samples < 1:
@@ -237,8 +247,15 @@ def run(args: argparse.Namespace, overrides: Sequence[str]) -> dict:
                            batch_size=args.batch_size)
   beam = trained.config.model.captioner.beam_size
   decoder = f'beam search (beam {beam})' if beam > 1 else 'greedy'
-  return write_samples(result, epath.Path(args.out or workdir / 'samples'),
-                       {'workdir': str(workdir), 'decoder': decoder})
+  out = epath.Path(args.out or workdir / 'samples')
+  summary = write_samples(result, out, {'workdir': str(workdir), 'decoder': decoder})
+  for report, entry in zip(result.captions, summary['captions']):
+    lines = [line for line in _describe(report) if not line.startswith('words:')]
+    lines.append(f'STREAM redescriptions ({decoder}):')
+    lines += [f'  sample {j + 1}: {text}'
+              for j, text in enumerate(entry['redescriptions'])]
+    print('\n'.join(lines + [f'  -> {out / entry["png"]}', '']))
+  return summary
 
 
 def main(argv: Sequence[str]) -> int:

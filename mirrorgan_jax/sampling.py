@@ -134,7 +134,8 @@ def encode_texts(vocab: vocab_lib.Vocabulary, texts: Sequence[str], words_num: i
                            f'{_hints(vocab, unknown)}')
     if unknown and not drop_unknown:
       distinct = list(dict.fromkeys(unknown))
-      error = vocab_lib.UnknownWordsError(distinct, {w: vocab.closest(w) for w in distinct})
+      error = vocab_lib.UnknownWordsError(distinct,
+                                          {w: vocab.closest(w) for w in distinct})
       error.args = (f'caption {i + 1} ({text!r}): {error}',)  # Which caption, too.
       raise error
     kept, truncated = known[:words_num], known[words_num:]
@@ -191,9 +192,10 @@ def _map_batches(fn, rows: dict[str, np.ndarray], batch_size: int) -> Any:
   outs = []
   for start in range(0, n, batch_size):
     index = np.arange(start, start + batch_size)
+    real = min(batch_size, n - start)
     index = np.where(index < n, index, start)
     out = jax.device_get(fn({k: v[index] for k, v in rows.items()}))
-    outs.append(jax.tree.map(lambda x, m=min(batch_size, n - start): x[:m], out))
+    outs.append(jax.tree.map(lambda x, real=real: x[:real], out))
   return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
 
 

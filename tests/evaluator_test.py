@@ -17,8 +17,8 @@ from PIL import Image
 import pytest
 
 from configs import cub
-from configs import shapes
 from mirrorgan_jax import checkpointing
+from tests import conftest
 from mirrorgan_jax import main
 from mirrorgan_jax import oracle_training
 from mirrorgan_jax import sampling
@@ -29,32 +29,15 @@ from mirrorgan_jax.evaluation import evaluator
 from mirrorgan_jax.evaluation import fid_reference
 from mirrorgan_jax.evaluation import fid
 
-# 32 tiny eval images: round 1 (caption 1) for 5 of them; 3 padding rows in batches of 8.
-NUM_SAMPLES = 37
+NUM_SAMPLES = conftest.SMOKE_EVAL_SAMPLES
 NUM_EVAL, CAPTIONS, SIZE = 32, 8, 32  # tiny test split; smoke final stage px.
 
 
 def _config(data_dir, **eval_fields):
-  c = shapes.get_config('smoke')
-  c.data.data_dir = str(data_dir)
-  c.eval.num_samples = NUM_SAMPLES
-  c.eval.inception_random_weights = True
+  c = conftest.smoke_config(data_dir)
   for k, v in eval_fields.items():
     c.eval[k] = v
   return c
-
-
-@pytest.fixture(scope='module')
-def smoke_run(tmp_path_factory):
-  """`--mode all` (damsm, stream, oracle, gan, eval) on the smoke config, in-process."""
-  data_dir = tmp_path_factory.mktemp('tfds')
-  workdir = epath.Path(tmp_path_factory.mktemp('run'))
-  evaluator._generated_step.clear_cache()  # pylint: disable=protected-access
-  main.run(_config(data_dir), workdir, 'all')
-  compiled = evaluator._generated_step._cache_size()  # pylint: disable=protected-access
-  results = json.loads((workdir / 'eval' / 'results.json').read_text(),
-                       parse_constant=lambda c: pytest.fail(f'{c} in results.json'))
-  return data_dir, workdir, results, compiled
 
 
 def _latest_gan_step(workdir):
@@ -74,7 +57,7 @@ def _leaves(tree, prefix=''):
 
 
 def test_results_have_every_key_with_finite_numbers(smoke_run):
-  _, workdir, results, compiled = smoke_run
+  _, _, workdir, results, compiled = smoke_run
   assert set(results) == {
       'step', 'num_images', 'num_eval_images', 'captions_per_image', 'rounds',
       'images_per_second', 'inception', 'inception_score', 'fid', 'fid_reference',
@@ -110,7 +93,7 @@ def test_results_have_every_key_with_finite_numbers(smoke_run):
 
 
 def test_outputs_on_disk(smoke_run):
-  _, workdir, results, _ = smoke_run
+  _, _, workdir, results, _ = smoke_run
   outdir, step = workdir / 'eval', results['step']
   assert list(outdir.glob('events.out.tfevents*'))
   with Image.open(outdir / f'samples_{step}.png') as grid:  # 2 x 8 cells of 32 px.
@@ -144,7 +127,7 @@ def test_noise_depends_only_on_the_sample_id():
 
 
 def test_generated_batches_follow_the_protocol(smoke_run):
-  data_dir, workdir, _, _ = smoke_run
+  _, data_dir, workdir, _, _ = smoke_run
   config = _config(data_dir)
   model = trained_model.load(workdir, config)
   _, eval_batches, _ = input_pipeline.create_datasets(
@@ -173,7 +156,7 @@ def test_generated_batches_follow_the_protocol(smoke_run):
 
 
 def test_oracle_counts_follow_the_captions_of_each_round(smoke_run):
-  data_dir, _, results, _ = smoke_run
+  _, data_dir, _, results, _ = smoke_run
   records = oracle_training.test_records(_config(data_dir))
 
   def counts(caption_of):
@@ -270,7 +253,7 @@ def test_fid_reference_is_cached_with_its_fingerprint(tmp_path):
 
 
 def test_run_reference_cache_and_refusal_of_another(smoke_run, tmp_path):
-  data_dir, workdir, results, _ = smoke_run
+  _, data_dir, workdir, results, _ = smoke_run
   config = _config(data_dir)
   stats = fid.load_statistics(  # The run's cache carries extractor and data.
       workdir / 'eval' / 'fid_reference.npz',
@@ -285,7 +268,7 @@ def test_run_reference_cache_and_refusal_of_another(smoke_run, tmp_path):
 
 
 def test_missing_pieces_give_clear_errors(smoke_run, tmp_path):
-  data_dir, workdir, _, _ = smoke_run
+  _, data_dir, workdir, _, _ = smoke_run
   config = _config(data_dir)
   run = epath.Path(tmp_path / 'run')
   with pytest.raises(FileNotFoundError, match='damsm/artifact'):

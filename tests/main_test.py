@@ -1,5 +1,6 @@
 """End to end: `--mode all` on the smoke config, re-run skipping, and resume after SIGKILL."""
 
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -9,7 +10,6 @@ import time
 from etils import epath
 import jax
 import numpy as np
-import pytest
 
 from configs import shapes
 from mirrorgan_jax import checkpointing
@@ -23,26 +23,16 @@ from mirrorgan_jax.models import factory
 from tests.conftest import ROOT
 
 
-def _config(data_dir, profile=False, **train):
+def _config(data_dir, **train):
   c = shapes.get_config('smoke')
   c.data.data_dir = str(data_dir)
-  c.train.profile_steps = (2, 3) if profile else ()
   for k, v in train.items():
     c.train[k] = v
   return c
 
 
-@pytest.fixture(scope='module')
-def smoke_run(tmp_path_factory):
-  """One `--mode all` run of every phase on the smoke config."""
-  data_dir = tmp_path_factory.mktemp('tfds')
-  workdir = tmp_path_factory.mktemp('run')
-  main.run(_config(data_dir, profile=True), epath.Path(workdir), 'all')
-  return data_dir, workdir
-
-
 def test_all_phases_write_their_outputs(smoke_run):
-  _, workdir = smoke_run
+  workdir = smoke_run.workdir
   assert checkpointing.artifact_exists(damsm_training.artifact_dir(workdir))
   assert checkpointing.artifact_exists(stream_training.artifact_dir(workdir))
   assert (workdir / 'vocab.json').exists() and (workdir / 'config.json').exists()
@@ -53,19 +43,17 @@ def test_all_phases_write_their_outputs(smoke_run):
     assert list((workdir / phase / 'checkpoints').iterdir()), phase
   assert (workdir / 'eval' / 'results.json').exists()  # Contents: evaluator_test.py.
   assert list((workdir / 'gan' / 'samples').glob('*_ema.png'))
-  assert list((workdir / 'gan' / 'profile').rglob('*.xplane.pb'))
+  assert list(pathlib.Path(workdir / 'gan' / 'profile').rglob('*.xplane.pb'))
 
 
 def test_rerun_skips_finished_phases(smoke_run, caplog):
-  data_dir, workdir = smoke_run
+  workdir = smoke_run.workdir
   caplog.set_level('INFO')
-  started = time.time()
-  main.run(_config(data_dir), epath.Path(workdir), 'all')
+  main.run(smoke_run.config, workdir, 'all')
   assert 'damsm: artifact exists' in caplog.text
   assert 'stream: artifact exists' in caplog.text
   assert 'oracle: artifact exists' in caplog.text
   assert 'scores the newest checkpoint, skipping' in caplog.text  # eval
-  assert time.time() - started < 120
 
 
 def _final_gan_params(workdir, config):
@@ -80,8 +68,8 @@ def _final_gan_params(workdir, config):
 
 def test_resume_after_sigkill_matches_uninterrupted(smoke_run, tmp_path):
   """Kill -9 after a checkpoint, restart: same final parameters as one run."""
-  data_dir, pretrained = smoke_run
-  overrides = dict(num_epochs=30, checkpoint_every_steps=10, eval_every_steps=10_000,
+  data_dir, pretrained = smoke_run.data_dir, smoke_run.workdir
+  overrides = dict(num_epochs=10, checkpoint_every_steps=10, eval_every_steps=10_000,
                    log_every_steps=10)
   dirs = {}
   for name in ('uninterrupted', 'killed'):
@@ -105,7 +93,7 @@ def test_resume_after_sigkill_matches_uninterrupted(smoke_run, tmp_path):
   proc.wait()
   config = _config(data_dir, **overrides)
   _, killed_at = _final_gan_params(dirs['killed'], config)
-  total = 30 * 12  # 96 tiny-train images / batch 8 = 12 steps per epoch.
+  total = 10 * 12  # 96 tiny-train images / batch 8 = 12 steps per epoch.
   assert 20 <= killed_at < total, killed_at
   subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
   want, want_step = _final_gan_params(dirs['uninterrupted'], config)

@@ -1,6 +1,6 @@
 """Sampling from sentences: caption encoding, `sampling.sample` and the sample CLI.
 
-One smoke run of every phase (`main.run(..., 'all')`) is shared by the module.
+The session's smoke run of every phase (tests/conftest.py) is shared.
 """
 
 import json
@@ -14,8 +14,6 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import shapes
-from mirrorgan_jax import main
 from mirrorgan_jax import sample as sample_cli
 from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
@@ -77,15 +75,9 @@ def test_encode_texts_rejects_no_captions(vocab):
 
 # ----------------------------------------------------------------- smoke run
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory) -> epath.Path:
-  """A finished smoke run of every phase (DAMSM, STREAM, GAN)."""
-  config = shapes.get_config('smoke')
-  config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
-  config.train.eval_every_steps = 1000  # Only the final sample grid: faster.
-  config.train.checkpoint_every_steps = 4
-  path = epath.Path(tmp_path_factory.mktemp('run'))
-  main.run(config, path, 'all')
-  return path
+def workdir(smoke_run) -> epath.Path:
+  """The session's finished smoke run of every phase (tests/conftest.py)."""
+  return smoke_run.workdir
 
 
 @pytest.fixture(scope='module')

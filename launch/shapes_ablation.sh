@@ -11,40 +11,52 @@
 # OUT_DIR/lambda<L>_seed<S> and evaluates it (`--mode eval`); the table is written
 # to OUT_DIR/ablation.md by `python -m mirrorgan_jax.evaluation.ablation_table`.
 # Set ARMS to choose the arms (default "lambda0 lambda20"; "lambda20_wordonly"
-# trains without sentence-level attention).
+# trains without sentence-level attention). The oracle artifact is needed only
+# for the eval stage (STAGE="gan" trains without it).
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
-  sed -n '2,14p' "$0"; exit 2
+  sed -n '2,16p' "$0"; exit 2
 fi
 BASE=$1; OUT=$2; SEEDS=${3:-"0 1 2"}; shift $(( $# >= 3 ? 3 : 2 ))
 ARMS=${ARMS:-"lambda0 lambda20"}
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-for artifact in damsm/artifact stream/artifact oracle/artifact; do
+arm_flags() {
+  case $1 in
+    lambda0) echo --config.loss.stream_weight=0 ;;
+    lambda20) echo --config.loss.stream_weight=20 ;;
+    lambda20_wordonly) echo --config.loss.stream_weight=20 --config.model.generator.glam=word_only ;;
+    *) echo "unknown arm $1" >&2; exit 2 ;;
+  esac
+}
+STAGE=${STAGE:-"gan eval"}
+NEEDED="damsm/artifact stream/artifact"
+[[ $STAGE == *eval* ]] && NEEDED+=" oracle/artifact"
+for artifact in $NEEDED; do
   if [[ ! -d "$BASE/$artifact" ]]; then
     echo "missing $BASE/$artifact: run 'make run' (or --mode all) on $BASE first" >&2
     exit 1
   fi
 done
-for arm in $ARMS; do
-  case $arm in
-    lambda0) flags=(--config.loss.stream_weight=0) ;;
-    lambda20) flags=(--config.loss.stream_weight=20) ;;
-    lambda20_wordonly) flags=(--config.loss.stream_weight=20 --config.model.generator.glam=word_only) ;;
-    *) echo "unknown arm $arm" >&2; exit 2 ;;
-  esac
-  for seed in $SEEDS; do
-    dir="$OUT/${arm}_seed${seed}"
-    mkdir -p "$dir/damsm" "$dir/stream" "$dir/oracle"
-    for artifact in damsm/artifact stream/artifact oracle/artifact; do
-      [[ -d "$dir/$artifact" ]] || cp -r "$BASE/$artifact" "$dir/$artifact"
-    done
-    cp "$BASE/vocab.json" "$dir/vocab.json"
-    for mode in gan eval; do
+# Train every arm, then evaluate every arm (STAGE=gan or STAGE=eval runs one half).
+for mode in $STAGE; do
+  for arm in $ARMS; do
+    for seed in $SEEDS; do
+      dir="$OUT/${arm}_seed${seed}"
+      for artifact in $NEEDED; do
+        if [[ ! -d "$dir/$artifact" ]]; then
+          mkdir -p "$(dirname "$dir/$artifact")"
+          cp -r "$BASE/$artifact" "$dir/$artifact"
+        fi
+      done
+      cp "$BASE/vocab.json" "$dir/vocab.json"
       echo "== $arm seed $seed: $mode ($(date +%T))"
+      # shellcheck disable=SC2046  # arm_flags prints several flags.
       "$PY" -m mirrorgan_jax.main --config=configs/shapes.py --workdir="$dir" --mode=$mode \
-        --config.seed="$seed" "${flags[@]}" "$@"
+        --config.seed="$seed" $(arm_flags "$arm") "$@"
     done
   done
 done
-"$PY" -m mirrorgan_jax.evaluation.ablation_table --out="$OUT/ablation.md" "$OUT"/*_seed*
+if [[ $STAGE == *eval* ]]; then
+  "$PY" -m mirrorgan_jax.evaluation.ablation_table --out="$OUT/ablation.md" "$OUT"/*_seed*
+fi

@@ -25,12 +25,18 @@ import orbax.checkpoint as ocp
 from mirrorgan_jax import vocab as vocab_lib
 
 
+def resolve(path: os.PathLike | str) -> epath.Path:
+  """Local paths made absolute (Orbax refuses relative ones); URLs (gs://) as given."""
+  text = os.fspath(path)
+  return epath.Path(text if '://' in text else os.path.abspath(text))
+
+
 class Checkpointer:
   """Saves and restores a training state pytree with Orbax."""
 
   def __init__(self, directory: os.PathLike | str, *, max_to_keep: int = 3,
                asynchronous: bool = True):
-    self.directory = epath.Path(directory)
+    self.directory = resolve(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -117,44 +123,67 @@ _META_FILE = 'meta.json'
 
 
 def save_artifact(directory: os.PathLike | str, variables: Any,
-                  vocab: vocab_lib.Vocabulary, meta: dict) -> None:
-  """Writes frozen-network variables, their vocabulary and metadata together."""
-  directory = epath.Path(directory)
+                  vocab: vocab_lib.Vocabulary | None, meta: dict) -> None:
+  """Writes frozen-network variables, their vocabulary and metadata together.
+
+  Args:
+    directory: the artifact directory (created).
+    variables: pytree of arrays.
+    vocab: the vocabulary the network was trained with, or None for networks
+      that read no text (e.g. the oracle classifier): then no vocab.json.
+    meta: JSON-able metadata.
+  """
+  directory = resolve(directory)
   directory.mkdir(parents=True, exist_ok=True)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(directory / 'variables', jax.device_get(variables), force=True)
   checkpointer.wait_until_finished()
   if jax.process_index() == 0:
-    vocab.save(directory / _VOCAB_FILE)
+    if vocab is not None:
+      vocab.save(directory / _VOCAB_FILE)
     (directory / _META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
 
 
-def artifact_exists(directory: os.PathLike | str) -> bool:
-  """Whether `directory` holds a complete artifact."""
-  directory = epath.Path(directory)
-  return all((directory / name).exists()
-             for name in ('variables', _VOCAB_FILE, _META_FILE))
+def _required_files(require_vocab: bool) -> tuple[str, ...]:
+  return ('variables', _VOCAB_FILE, _META_FILE) if require_vocab else (
+      'variables', _META_FILE)
 
 
-def load_artifact(directory: os.PathLike | str) -> tuple[Any, vocab_lib.Vocabulary, dict]:
+def artifact_exists(directory: os.PathLike | str, *, require_vocab: bool = True) -> bool:
+  """Whether `directory` holds a complete artifact (vocab.json only if required)."""
+  directory = resolve(directory)
+  return all((directory / name).exists() for name in _required_files(require_vocab))
+
+
+def load_artifact(directory: os.PathLike | str, *, require_vocab: bool = True
+                  ) -> tuple[Any, vocab_lib.Vocabulary | None, dict]:
   """Reads an artifact written by `save_artifact`.
 
+  Args:
+    directory: the artifact directory.
+    require_vocab: a missing vocab.json is an error; with False it is optional
+      (artifacts of networks without text input have none).
   Returns:
-    (variables as numpy arrays, vocabulary, metadata dict).
+    (variables as numpy arrays, vocabulary or None when there is no vocab.json,
+    metadata dict).
   Raises:
     FileNotFoundError: a part is missing (names which one).
     ValueError: the variables cannot be read (corrupt checkpoint).
   """
-  directory = epath.Path(directory)
-  for name in ('variables', _VOCAB_FILE, _META_FILE):
+  directory = resolve(directory)
+  for name in _required_files(require_vocab):
     if not (directory / name).exists():
+      needed = ', '.join(n + ('/' if n == 'variables' else '')
+                         for n in _required_files(require_vocab))
       raise FileNotFoundError(
           f'{directory / name} is missing: {directory} is not a complete '
-          'artifact (it needs variables/, vocab.json and meta.json).')
+          f'artifact (it needs {needed}).')
   try:
     variables = ocp.StandardCheckpointer().restore(directory / 'variables')
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f'cannot read the weights in {directory / "variables"}: '
                      f'{type(e).__name__}: {e}') from e
   meta = json.loads((directory / _META_FILE).read_text())
-  return variables, vocab_lib.Vocabulary.load(directory / _VOCAB_FILE), meta
+  vocab_path = directory / _VOCAB_FILE
+  vocab = vocab_lib.Vocabulary.load(vocab_path) if vocab_path.exists() else None
+  return variables, vocab, meta

@@ -52,3 +52,22 @@ def test_artifact_round_trip_and_errors(tmp_path):
   (tmp_path / 'art' / 'vocab.json').unlink()
   with pytest.raises(FileNotFoundError, match='vocab.json'):
     checkpointing.load_artifact(tmp_path / 'art')
+
+
+def test_relative_paths_work(tmp_path, monkeypatch):
+  """Orbax needs absolute paths; `runs/x` (the Makefile's default) must still work."""
+  monkeypatch.chdir(tmp_path)
+  assert checkpointing.resolve('runs/x') == tmp_path / 'runs' / 'x'
+  assert str(checkpointing.resolve('gs://bucket/run')) == 'gs://bucket/run'
+  variables = {'w': np.arange(3, dtype=np.float32)}
+  checkpointing.save_artifact('runs/art', variables, None, {'kind': 'test'})
+  loaded, vocab, meta = checkpointing.load_artifact('runs/art', require_vocab=False)
+  np.testing.assert_array_equal(loaded['w'], variables['w'])
+  assert vocab is None and meta == {'kind': 'test'}
+  ckpt = checkpointing.Checkpointer('runs/ckpt', asynchronous=False)
+  ckpt.save(1, variables)
+  ckpt.wait()
+  restored, _, step = ckpt.restore(variables)
+  ckpt.close()
+  assert step == 1
+  np.testing.assert_array_equal(restored['w'], variables['w'])

@@ -125,11 +125,11 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # Oracle classifier of captioned_shapes (ground-truth semantic accuracy).
   c.oracle = ml_collections.ConfigDict()
-  c.oracle.image_size = 64  # Images are resized to this side before the oracle.
-  c.oracle.features = (32, 64, 128)  # Widths of its conv blocks.
+  c.oracle.image_size = 64  # Images are resized to this side (divisible by 2**blocks).
+  c.oracle.features = (8, 32, 64, 128)  # Widths of its conv + max-pool blocks.
   c.oracle.batch_size = 64  # Training batch.
-  c.oracle.num_epochs = 2  # Training epochs over the real train split.
-  c.oracle.learning_rate = 1e-3  # Adam learning rate.
+  c.oracle.num_epochs = 2  # Epochs over the real train split (64 px test: >= 99.3% each head).
+  c.oracle.learning_rate = 3e-3  # Adam lr, cosine-decayed to 0 over the phase.
   return c
 
 

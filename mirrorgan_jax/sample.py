@@ -31,15 +31,14 @@ from typing import Sequence
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TF loads: no C++ log noise.
 
 # pylint: disable=g-import-not-at-top
-from absl import flags
 from etils import epath
-from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 import tensorflow as tf
 
+from mirrorgan_jax import config_loading
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
@@ -143,26 +142,6 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _load_config(spec: str, overrides: Sequence[str]):
-  """The config `spec` (path[:arg]) with `--config.x=y` overrides applied."""
-  argv = ['sample', f'--config={spec}', *overrides]
-  fv = flags.FlagValues()  # Private: no clash with other entry points' flags.
-  config_flags.DEFINE_config_file('config', None, 'Experiment config.', flag_values=fv,
-                                  lock_config=True, sys_argv=argv)
-  try:
-    rest = fv(argv)
-    _ = fv.config.model  # A config file that failed to load raises only when read.
-  except (AttributeError, KeyError) as e:  # An override names no config field.
-    field = str(e).strip('\'"')
-    raise ValueError(f'bad --config override in {" ".join(overrides)}: no field '
-                     f'{field}') from None
-  except (OSError, flags.Error) as e:
-    raise ValueError(f'bad --config {spec}: {e}') from None
-  if len(rest) > 1:
-    raise ValueError(f'unexpected arguments: {rest[1:]}')
-  return fv.config
-
-
 def read_captions(texts: Sequence[str], captions_file: str | None) -> list[str]:
   """The --text captions, then the non-blank lines of the captions file."""
   captions = list(texts)
@@ -240,7 +219,7 @@ def run(args: argparse.Namespace, overrides: Sequence[str]) -> dict:
   workdir = epath.Path(args.workdir)
   if not workdir.is_dir():
     raise FileNotFoundError(f'workdir not found: {workdir}')
-  config = _load_config(args.config, overrides) if args.config else None
+  config = config_loading.load_config(args.config, overrides, 'sample') if args.config else None
   trained = trained_model.load(workdir, config)
   result = sampling.sample(trained, captions, args.num_samples, args.seed,
                            drop_unknown=args.drop_unknown_words,

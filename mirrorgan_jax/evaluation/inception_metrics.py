@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mirrorgan_jax import padded_batches
 from mirrorgan_jax.models import inception
 from mirrorgan_jax.pretrained import artifacts
 from mirrorgan_jax.pretrained import gan
@@ -56,8 +57,6 @@ from mirrorgan_jax.pretrained import gan
 INCEPTION_SIZE = 299  # Input size of all published Inception-v3 weights.
 FEATURE_DIM = 2048  # pool3 width.
 PYTORCH_FID_CLASSES = 1008  # Logits of TF's inception-2015-12-05 graph.
-# [-1, 1] inputs may overshoot by this much (float round-off of generators).
-_RANGE_TOLERANCE = 1e-3
 
 
 class InceptionOutputs(NamedTuple):
@@ -211,18 +210,6 @@ class InceptionExtractor:
     out = self.model.apply(variables, resize_bilinear(x, self.image_size), train=False)
     return out['pooled'], out['logits'], jax.nn.softmax(out['logits'], axis=-1)
 
-  def _check(self, images: Any) -> None:
-    shape = tuple(np.shape(images))
-    if len(shape) != 4 or shape[-1] != 3 or shape[0] == 0:
-      raise ValueError(f'expected images [N>0, H, W, 3], got shape {shape}')
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-      raise ValueError(f'expected float images in [-1, 1], got dtype {images.dtype} '
-                       '(convert uint8 images with x / 127.5 - 1)')
-    low, high = float(images.min()), float(images.max())
-    if low < -1 - _RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-      raise ValueError(
-          f'expected images in [-1, 1], got values in [{low:.4g}, {high:.4g}]')
-
   def __call__(self, images: np.ndarray | jax.Array) -> InceptionOutputs:
     """Features, logits and probabilities of a set of images.
 
@@ -234,18 +221,9 @@ class InceptionExtractor:
     """
     if not hasattr(images, 'dtype'):
       images = np.asarray(images)
-    self._check(images)
-    n = images.shape[0]
-    outputs = []
-    for start in range(0, n, self.batch_size):
-      chunk = jnp.asarray(images[start:start + self.batch_size])
-      pad = self.batch_size - chunk.shape[0]
-      if pad:
-        chunk = jnp.concatenate([chunk, jnp.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-      outputs.append(self._forward(self._variables, chunk))
-    pool3, logits, probs = (np.concatenate(parts)[:n]
-                            for parts in zip(*jax.device_get(outputs)))
-    return InceptionOutputs(pool3, logits, probs)
+    padded_batches.check_images(images)
+    return InceptionOutputs(*padded_batches.map_batches(
+        lambda chunk: self._forward(self._variables, chunk), images, self.batch_size))
 
   def features(self, images: np.ndarray | jax.Array) -> np.ndarray:
     """pool3 features [N, 2048] of images [N, H, W, 3] (the FID `feature_fn`)."""

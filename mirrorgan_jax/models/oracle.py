@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mirrorgan_jax import padded_batches
 from mirrorgan_jax.data import shapes_scene
 
 # Attribute -> number of classes; `count` class k means k + 1 objects.
@@ -40,7 +41,6 @@ ATTRIBUTES = tuple(NUM_CLASSES)
 # Attributes of the main object; the others describe the whole scene.
 OBJECT_ATTRIBUTES = ('shape', 'color', 'size', 'position')
 POSITION_CHANNELS = 8  # Channels of the flattened map that locates the object.
-_RANGE_TOLERANCE = 1e-3  # [-1, 1] inputs may overshoot by float round-off.
 
 
 class Oracle(nn.Module):
@@ -126,18 +126,6 @@ class OracleClassifier:
     labels = {a: jnp.argmax(v, axis=-1).astype(jnp.int32) for a, v in logits.items()}
     return labels, features
 
-  def _check(self, images: Any) -> None:
-    shape = tuple(np.shape(images))
-    if len(shape) != 4 or shape[-1] != 3 or 0 in shape:
-      raise ValueError(f'expected images [N>0, H, W, 3], got shape {shape}')
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-      raise ValueError(f'expected float images in [-1, 1], got dtype {images.dtype} '
-                       '(convert uint8 images with x / 127.5 - 1)')
-    low, high = float(images.min()), float(images.max())
-    if low < -1 - _RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-      raise ValueError(
-          f'expected images in [-1, 1], got values in [{low:.4g}, {high:.4g}]')
-
   def outputs(self, images: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Predicted labels {attribute: int32 [N]} and features float32 [N, D].
 
@@ -146,17 +134,9 @@ class OracleClassifier:
     """
     if not hasattr(images, 'dtype'):
       images = np.asarray(images)
-    self._check(images)
-    n, parts = images.shape[0], []
-    for start in range(0, n, self.batch_size):
-      chunk = jnp.asarray(images[start:start + self.batch_size])
-      pad = self.batch_size - chunk.shape[0]
-      if pad:
-        chunk = jnp.concatenate([chunk, jnp.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-      parts.append(self._forward(self.variables, chunk))
-    parts = jax.device_get(parts)
-    predictions = {a: np.concatenate([p[0][a] for p in parts])[:n] for a in NUM_CLASSES}
-    return predictions, np.concatenate([p[1] for p in parts])[:n]
+    padded_batches.check_images(images)
+    return padded_batches.map_batches(
+        lambda chunk: self._forward(self.variables, chunk), images, self.batch_size)
 
   def predict(self, images: Any) -> dict[str, np.ndarray]:
     """{attribute: int32 [N]} of images [N, H, W, 3] in [-1, 1]."""

@@ -19,10 +19,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from mirrorgan_jax import config_loading
 from mirrorgan_jax.pretrained import artifacts
 
 
@@ -55,25 +54,6 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _load_config(spec: str, overrides: Sequence[str]):
-  """The config `spec` (path[:arg]) with `--config.x=y` overrides applied."""
-  argv = ['pretrained', f'--config={spec}', *overrides]
-  fv = flags.FlagValues()  # Private: no clash with other entry points' flags.
-  config_flags.DEFINE_config_file('config', None, 'Experiment config.', flag_values=fv,
-                                  lock_config=True, sys_argv=argv)
-  try:
-    rest = fv(argv)
-  except (AttributeError, KeyError) as e:  # An override names no config field.
-    raise flags.Error(f'bad config override in {list(overrides)}: {e}') from None
-  if len(rest) > 1:
-    raise flags.Error(f'unexpected arguments: {rest[1:]}')
-  try:
-    _ = fv.config.model  # A config file that failed to load raises only when read.
-  except OSError as e:
-    raise flags.Error(str(e)) from None
-  return fv.config
-
-
 def main(argv: Sequence[str]) -> int:
   """Runs the CLI. Args: argv with the program name first. Returns: exit code."""
   parser = _parser()
@@ -84,14 +64,14 @@ def main(argv: Sequence[str]) -> int:
     if args.command == 'inception':
       meta = artifacts.convert_inception(args.weights, args.out)
     else:
-      config = _load_config(args.config, extra)
+      config = config_loading.load_config(args.config, extra, 'pretrained')
       if args.command == 'damsm':
         meta = artifacts.convert_damsm(args.text_encoder, args.image_encoder,
                                        args.vocab, config, args.out)
       else:
         meta = artifacts.convert_stream(args.encoder, args.decoder, args.vocab,
                                         config, args.out)
-  except (FileNotFoundError, ImportError, ValueError, KeyError, flags.Error) as e:
+  except (FileNotFoundError, ImportError, ValueError, KeyError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
     print(f'error: {message}', file=sys.stderr)
     return 1

@@ -99,6 +99,21 @@ def test_process_shards_are_disjoint_and_complete(config, vocab):
   assert sorted(eval0 + eval1) == list(range(21))
 
 
+def test_uneven_eval_shards_give_every_process_the_same_batch_count(config, vocab):
+  # 21 test examples over 2 processes: shards of 11 and 10, local batches of 5,
+  # so process 1 pads with an all-masked batch to match process 0's 3 batches.
+  counts, real = [], []
+  for index in range(2):
+    _, evals, _ = input_pipeline.create_datasets(
+        config, vocab, batch_size=10, process_index=index, process_count=2)
+    batches = list(evals)
+    counts.append(len(batches))
+    real += [i for b in batches for i, m in zip(ids_of(b), b['mask']) if m]
+  assert counts == [3, 3]
+  assert sorted(real) == list(range(21))
+  assert not batches[-1]['mask'].any() and batches[-1]['caption_ids'].shape == (5, 12)
+
+
 def test_eval_has_all_captions_and_padding_mask(config, vocab):
   _, evals, _ = input_pipeline.create_datasets(config, vocab)
   batches = list(evals)

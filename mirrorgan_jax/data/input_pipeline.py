@@ -165,6 +165,10 @@ def _options() -> tf.data.Options:
   return options
 
 
+def _ceil_div(a: int, b: int) -> int:
+  return -(-a // b)
+
+
 def _process_split(split: str, index: int, count: int, drop_remainder: bool) -> str:
   return tfds.even_splits(split, n=count, drop_remainder=drop_remainder)[index]
 
@@ -222,13 +226,22 @@ def create_datasets(
   eval_split = _process_split(config.data.eval_split, pindex, pcount, False)
   eval_ds = _read(builder, eval_split).enumerate()
   eval_ds = eval_ds.map(prep.eval, num_parallel_calls=tf.data.AUTOTUNE)
-  eval_ds = eval_ds.batch(local_batch).map(lambda b: _add_mismatch(_pad_batch(b, local_batch)))
+  eval_ds = eval_ds.batch(local_batch).map(lambda b: _pad_batch(b, local_batch))
+  # Shards differ by up to one example, so one process can have a batch more than
+  # another; every process runs the same number of (collective) eval steps.
+  num_eval = builder.info.splits[config.data.eval_split].num_examples
+  missing = (_ceil_div(_ceil_div(num_eval, pcount), local_batch)
+             - _ceil_div(builder.info.splits[eval_split].num_examples, local_batch))
+  if missing:
+    empty = eval_ds.take(1).map(lambda b: {k: tf.zeros_like(v) for k, v in b.items()})
+    eval_ds = eval_ds.concatenate(empty.repeat(missing))
+  eval_ds = eval_ds.map(_add_mismatch)
   eval_ds = eval_ds.prefetch(config.data.prefetch).with_options(_options())
 
   info = DataInfo(
       image_sizes=stage_sizes(config), local_batch_size=local_batch,
       steps_per_epoch=steps_per_epoch,
       num_train_examples=builder.info.splits[config.data.train_split].num_examples,
-      num_eval_examples=builder.info.splits[config.data.eval_split].num_examples)
+      num_eval_examples=num_eval)
   return iter(tfds.as_numpy(train)), tfds.as_numpy(eval_ds), info
 

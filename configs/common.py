@@ -122,6 +122,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.is_splits = 10  # Inception Score splits (field protocol 10).
   c.eval.r_precision_folds = 10  # R-precision folds for mean +- std (AttnGAN 10).
   c.eval.r_precision_mismatched = 99  # Mismatched captions per image (AttnGAN 99).
+  c.eval.redescription_beam_size = 1  # STREAM beam width for the BLEU-4 redescriptions (1 = greedy).
 
   # Oracle classifier of captioned_shapes (ground-truth semantic accuracy).
   c.oracle = ml_collections.ConfigDict()

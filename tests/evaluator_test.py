@@ -155,6 +155,24 @@ def test_generated_batches_follow_the_protocol(smoke_run):
   assert not np.allclose(out[0][1][:3], want[:3], atol=1e-3)  # Round 0 differs.
 
 
+@pytest.mark.parametrize('beam_size', [1, 2])
+def test_redescriptions_use_the_configured_decoder(smoke_run, beam_size):
+  _, data_dir, workdir, _, _ = smoke_run
+  config = _config(data_dir, redescription_beam_size=beam_size)
+  model = trained_model.load(workdir, config)
+  _, eval_batches, _ = input_pipeline.create_datasets(
+      config, model.vocab, batch_size=8, process_index=0, process_count=1)
+  batch = next(iter(eval_batches))
+  plan = eval_protocol.sample_plan(8, CAPTIONS, 8)
+  [(_, images, _, words)] = evaluator.generated_batches(
+      config, plan, batch['all_caption_ids'], batch['all_caption_len'],
+      evaluator.network_variables(model), model.models)
+  ids, lengths = sampling.redescription_ids(
+      model.models.captioner, model.frozen.captioner, images, beam_size,
+      config.model.captioner.max_decode_len)
+  assert words == [row[:n].tolist() for row, n in zip(np.asarray(ids), np.asarray(lengths))]
+
+
 def test_oracle_counts_follow_the_captions_of_each_round(smoke_run):
   _, data_dir, _, results, _ = smoke_run
   records = oracle_training.test_records(_config(data_dir))

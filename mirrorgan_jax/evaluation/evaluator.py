@@ -10,7 +10,8 @@ k < `eval.num_samples` (30,000 for CUB/COCO: every test caption once, then
 again from caption 0). Its noise comes from `fold_in(key(config.seed), k)`, so
 it does not depend on the batching. Batches of `eval.batch_size` (the last one
 padded and masked) run one compiled program: G in inference mode, the DAMSM
-image code and the greedy STREAM redescription.
+image code and the STREAM redescription (greedy, or beam search of width
+`eval.redescription_beam_size`).
 
 Metrics (`results.json` keys):
 - `inception_score`, `fid`: with the Inception-v3 artifact `eval.inception_path`
@@ -26,8 +27,9 @@ Metrics (`results.json` keys):
   classes from all eval captions (fewer if the split lacks them, logged),
   top-1/2/3 mean and std over `eval.r_precision_folds` folds; `real`: the same
   with each sample's real image (the encoders' ceiling, same draws).
-- `bleu4`: corpus BLEU-4 (token ids) of greedy redescriptions against all
-  captions of the sample's eval image; `real`: of the real eval images.
+- `bleu4`: corpus BLEU-4 (token ids) of the redescriptions against all
+  captions of the sample's eval image; `real`: of the real eval images;
+  `decoder`: greedy or beam width.
 - `oracle` (captioned_shapes only): per-attribute accuracy on the samples, an
   attribute scored iff the sample's caption mentions it (`oracle_training`);
   the same on the real images with the same captions; the oracle's real-test
@@ -65,7 +67,6 @@ from mirrorgan_jax.evaluation import eval_protocol as protocol
 from mirrorgan_jax.evaluation import fid_reference
 from mirrorgan_jax.evaluation import fid
 from mirrorgan_jax.evaluation import inception_score
-from mirrorgan_jax.models import captioner as captioner_lib
 
 RESULTS_FILE = 'results.json'
 NUM_SHOWN = 16  # Samples in the grid and the redescription text.
@@ -98,26 +99,26 @@ def results_current(workdir: epath.PathLike) -> bool:
 
 
 # ------------------------------------------------------------------ compiled steps
-_NETS = ('text_encoder', 'image_encoder', 'captioner', 'max_len')
+_NETS = ('text_encoder', 'image_encoder', 'captioner', 'max_len', 'beam_size')
 
 
 @functools.partial(jax.jit, static_argnames=_NETS)
 def _real_step(variables, images, caption_ids, caption_len, *, text_encoder,
-               image_encoder, captioner, max_len):
+               image_encoder, captioner, max_len, beam_size):
   """DAMSM codes of images [B, D] and of all their captions [B, N, D]; redescriptions."""
   _, code = image_encoder.apply(variables['image_encoder'], images)
   b, n, t = caption_ids.shape
   _, sentences = text_encoder.apply(variables['text_encoder'],
                                     caption_ids.reshape(b * n, t),
                                     jnp.maximum(caption_len.reshape(b * n), 1))
-  ids, lengths = captioner_lib.greedy_decode(captioner, variables['captioner'], images,
-                                             max_len)
+  ids, lengths = sampling.redescription_ids(captioner, variables['captioner'], images,
+                                            beam_size, max_len)
   return code, sentences.reshape(b, n, -1), ids, lengths
 
 
 @functools.partial(jax.jit, static_argnames=('generator',) + _NETS)
 def _generated_step(variables, caption_ids, caption_len, sample_ids, key, *, generator,
-                    text_encoder, image_encoder, captioner, max_len):
+                    text_encoder, image_encoder, captioner, max_len, beam_size):
   """Final-stage samples [B, S, S, 3] float32, their DAMSM codes and redescriptions."""
   z_key, eps_key = jax.random.split(key)
   out = sampling.generate(generator, text_encoder, variables['generator'],
@@ -127,8 +128,8 @@ def _generated_step(variables, caption_ids, caption_len, sample_ids, key, *, gen
                                                 generator.condition_dim))
   images = out['images'][-1].astype(jnp.float32)
   _, code = image_encoder.apply(variables['image_encoder'], images)
-  ids, lengths = captioner_lib.greedy_decode(captioner, variables['captioner'], images,
-                                             max_len)
+  ids, lengths = sampling.redescription_ids(captioner, variables['captioner'], images,
+                                            beam_size, max_len)
   return images, code, ids, lengths
 
 
@@ -136,9 +137,16 @@ def _words(ids: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
   return [[int(t) for t in row[:n]] for row, n in zip(ids, lengths)]
 
 
-def _nets(models) -> dict[str, Any]:
+def _nets(models, config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The static arguments of the compiled steps: modules and decoding."""
   return {'text_encoder': models.text_encoder, 'image_encoder': models.image_encoder,
-          'captioner': models.captioner}
+          'captioner': models.captioner, 'max_len': config.model.captioner.max_decode_len,
+          'beam_size': config.eval.redescription_beam_size}
+
+
+def _decoder(config: ml_collections.ConfigDict) -> str:
+  beam = config.eval.redescription_beam_size
+  return 'greedy' if beam == 1 else f'beam search (width {beam})'
 
 
 def network_variables(model: trained_model.TrainedModel) -> dict[str, Any]:
@@ -161,15 +169,14 @@ class _Real(NamedTuple):
   oracle_features: np.ndarray | None  # [M, F]
 
 
-def _real_pass(batches, key: str, variables, models, max_len: int, oracle) -> _Real:
+def _real_pass(batches, key: str, variables, nets: dict[str, Any], oracle) -> _Real:
   """One pass over the real eval split (unmasked rows only)."""
   parts = {k: [] for k in ('ids', 'len', 'class', 'code', 'captions', 'oracle')}
   redescriptions = []
   for batch in batches:
     mask = batch['mask'].astype(bool)
     out = jax.device_get(_real_step(variables, batch[key], batch['all_caption_ids'],
-                                    batch['all_caption_len'], max_len=max_len,
-                                    **_nets(models)))
+                                    batch['all_caption_len'], **nets))
     code, captions, ids, lengths = (x[mask] for x in out)
     for name, column in (('ids', 'all_caption_ids'), ('len', 'all_caption_len'),
                          ('class', 'class_id')):
@@ -206,7 +213,7 @@ def generated_batches(config: ml_collections.ConfigDict, plan: protocol.SamplePl
     variables: `network_variables(model)`; models: the run's modules.
   Yields:
     (mask [B] (False on padding), final-stage images [B, S, S, 3] float32 on
-    device, padding rows included; DAMSM codes [b, D] and greedy redescriptions
+    device, padding rows included; DAMSM codes [b, D] and redescriptions
     (token-id lists) of the b unmasked rows).
   """
   num = len(plan.image_index)
@@ -217,8 +224,7 @@ def generated_batches(config: ml_collections.ConfigDict, plan: protocol.SamplePl
     images, code, ids, lengths = _generated_step(
         variables, caption_ids[image, caption],
         np.maximum(caption_len[image, caption], 1), sample_ids, key,
-        generator=models.generator, max_len=config.model.captioner.max_decode_len,
-        **_nets(models))
+        generator=models.generator, **_nets(models, config))
     code, ids, lengths = (x[mask] for x in jax.device_get((code, ids, lengths)))
     yield mask, images, code, _words(ids, lengths)
 
@@ -301,7 +307,7 @@ def _protocol_notes(config: ml_collections.ConfigDict) -> dict[str, str]:
       'r_precision': f'DAMSM cosine; true caption + {e.r_precision_mismatched} captions '
                      f'of other classes from all eval captions; {e.r_precision_folds} '
                      "folds; 'real': each sample's real eval image",
-      'bleu4': 'corpus BLEU-4 on token ids, greedy STREAM redescriptions vs all '
+      'bleu4': f'corpus BLEU-4 on token ids, {_decoder(config)} STREAM redescriptions vs all '
                "captions of the sample's eval image; 'real': the real eval images",
       'oracle': "attribute scored iff the sample's caption mentions it; oracle_fid is "
                 "an FID in the oracle's feature space, not an Inception FID"}
@@ -399,8 +405,7 @@ def evaluate(config: ml_collections.ConfigDict | None,
       config, workdir, extractor, eval_batches)
   variables = network_variables(model)
   key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
-  real = _real_pass(eval_batches, key, variables, model.models,
-                    config.model.captioner.max_decode_len, oracle)
+  real = _real_pass(eval_batches, key, variables, _nets(model.models, config), oracle)
   num_real, captions_per_image = real.caption_len.shape
   records = None
   if oracle is not None:
@@ -441,7 +446,7 @@ def evaluate(config: ml_collections.ConfigDict | None,
   results['bleu4'] = {
       'generated': bleu.corpus_bleu(generated.redescriptions,
                                     [refs[j] for j in plan.image_index]),
-      'real': bleu.corpus_bleu(real.redescriptions, refs), 'decoder': 'greedy'}
+      'real': bleu.corpus_bleu(real.redescriptions, refs), 'decoder': _decoder(config)}
   results['oracle'] = None if oracle is None else _oracle_results(
       plan, real, generated, records, oracle_artifact)
   results['protocol'] = _protocol_notes(config)

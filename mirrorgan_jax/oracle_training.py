@@ -60,10 +60,9 @@ ARCHITECTURE_FIELDS = ('image_size', 'features')  # `config.oracle` fields of th
 Batch = dict[str, np.ndarray]
 
 # Caption words that state an attribute, from the caption generator's tables.
-# pylint: disable=protected-access
-_SIZE_WORDS = frozenset(w for ws in shapes_scene._SIZE_WORDS.values() for w in ws)
+_SIZE_WORDS = frozenset(w for ws in shapes_scene.SIZE_WORDS.values() for w in ws)
 _BACKGROUND_WORDS = frozenset(
-    [*shapes_scene.BACKGROUNDS, *(w for ws in shapes_scene._BACKGROUND_WORDS.values()
+    [*shapes_scene.BACKGROUNDS, *(w for ws in shapes_scene.BACKGROUND_WORDS.values()
                                   for w in ws)])
 
 
@@ -73,13 +72,12 @@ def _position_words() -> frozenset[str]:
   E.g. 'left' (not 'on', 'the', 'side'); 'top' and 'upper'; 'center' and 'middle'.
   """
   words = {p: {w for phrase in v for w in tokenizer.tokenize(phrase)}
-           for p, v in shapes_scene._POSITION_PHRASES.items()}
+           for p, v in shapes_scene.POSITION_PHRASES.items()}
   return frozenset(w for p, ws in words.items() for w in ws
                    if not any(w in words[q] for q in words if q != p))
 
 
 _POSITION_WORDS = _position_words()
-# pylint: enable=protected-access
 
 
 def artifact_dir(workdir: epath.Path | str) -> epath.Path:

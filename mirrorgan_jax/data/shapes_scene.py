@@ -294,10 +294,11 @@ def render(scene: Scene, size: int, supersample: int = 4) -> np.ndarray:
 # ------------------------------------------------------------------ captions
 
 MAX_CAPTION_TOKENS = 18
-_SIZE_WORDS = {'small': ('small', 'little', 'tiny'), 'large': ('large', 'big')}
+# Synonym tables (public: the oracle's protocol reads which words state an attribute).
+SIZE_WORDS = {'small': ('small', 'little', 'tiny'), 'large': ('large', 'big')}
 _SHAPE_WORDS = {'circle': ('circle', 'disk'), 'ring': ('ring', 'donut')}
-_BACKGROUND_WORDS = {'grey': ('grey', 'gray')}
-_POSITION_PHRASES = {
+BACKGROUND_WORDS = {'grey': ('grey', 'gray')}
+POSITION_PHRASES = {
     'left': ('on the left', 'on the left side', 'at the left', 'in the left part'),
     'right': ('on the right', 'on the right side', 'at the right', 'in the right part'),
     'top': ('at the top', 'near the top', 'in the upper part', 'at the top of the image'),
@@ -350,13 +351,13 @@ def _object_words(obj: SceneObject, rng: np.random.Generator) -> str:
   shape = _pick(rng, _SHAPE_WORDS.get(obj.shape, (obj.shape,)))
   words = f'{obj.color} {shape}'
   if rng.random() >= 0.15:
-    words = f'{_pick(rng, _SIZE_WORDS[obj.size])} {words}'
+    words = f'{_pick(rng, SIZE_WORDS[obj.size])} {words}'
   return words
 
 
 def _fill(template: str, scene: Scene, rng: np.random.Generator) -> str:
   """Fills one template with freshly sampled synonyms."""
-  bgw = _pick(rng, _BACKGROUND_WORDS.get(scene.background, (scene.background,)))
+  bgw = _pick(rng, BACKGROUND_WORDS.get(scene.background, (scene.background,)))
   bgnp = f'a {bgw} {_pick(rng, _BACKGROUND_NOUNS)}'
   fields = {'bgw': bgw, 'bgnp': bgnp,
             'bgpp': f'{_pick(rng, _BACKGROUND_PREPOSITIONS)} {bgnp}'}
@@ -364,7 +365,7 @@ def _fill(template: str, scene: Scene, rng: np.random.Generator) -> str:
     words = _object_words(obj, rng)
     fields[key + key] = words
     fields[key] = _with_article(words)
-    fields['p' + key] = _pick(rng, _POSITION_PHRASES[obj.position])
+    fields['p' + key] = _pick(rng, POSITION_PHRASES[obj.position])
   if len(scene.objects) == 1:
     fields.update(o=fields['a'], oo=fields['aa'], p=fields['pa'])
   else:

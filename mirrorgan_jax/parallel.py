@@ -26,6 +26,17 @@ def create_mesh() -> Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def local_mesh(batch_size: int) -> Mesh:
+  """A `data` mesh over the most of this process's devices that split `batch_size`.
+
+  For work one process does alone (evaluation, sampling): e.g. 8 local devices
+  and batches of 50 give a mesh of 5 devices.
+  """
+  devices = jax.local_devices()
+  count = max(n for n in range(1, len(devices) + 1) if batch_size % n == 0)
+  return Mesh(np.array(devices[:count]), (DATA_AXIS,))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   """Sharding of parameters: a full copy on every device."""
   return NamedSharding(mesh, P())

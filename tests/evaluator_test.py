@@ -7,7 +7,10 @@ features and captions, and from the modules the evaluator glues together
 """
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 from etils import epath
 import jax
@@ -21,6 +24,7 @@ from mirrorgan_jax import checkpointing
 from tests import conftest
 from mirrorgan_jax import main
 from mirrorgan_jax import oracle_training
+from mirrorgan_jax import parallel
 from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
 from mirrorgan_jax.data import input_pipeline
@@ -135,9 +139,10 @@ def test_generated_batches_follow_the_protocol(smoke_run):
   batch = next(iter(eval_batches))
   ids, lengths = batch['all_caption_ids'], batch['all_caption_len']  # [8, 8, T]
   plan = eval_protocol.sample_plan(8, CAPTIONS, 11)  # As if the split had 8 images.
-  variables = evaluator.network_variables(model)
+  mesh = parallel.local_mesh(8)
+  variables = evaluator.network_variables(model, mesh)
   out = list(evaluator.generated_batches(config, plan, ids, lengths, variables,
-                                         model.models))
+                                         model.models, mesh))
   assert [m.tolist() for m, *_ in out] == [[True] * 8, [True] * 3 + [False] * 5]
   assert [(len(code), len(words)) for _, _, code, words in out] == [(8, 8), (3, 3)]
   # By hand: samples 8..15 show image k % 8 with caption k // 8 = 1, noise from k.
@@ -164,9 +169,10 @@ def test_redescriptions_use_the_configured_decoder(smoke_run, beam_size):
       config, model.vocab, batch_size=8, process_index=0, process_count=1)
   batch = next(iter(eval_batches))
   plan = eval_protocol.sample_plan(8, CAPTIONS, 8)
+  mesh = parallel.local_mesh(8)
   [(_, images, _, words)] = evaluator.generated_batches(
       config, plan, batch['all_caption_ids'], batch['all_caption_len'],
-      evaluator.network_variables(model), model.models)
+      evaluator.network_variables(model, mesh), model.models, mesh)
   ids, lengths = sampling.redescription_ids(
       model.models.captioner, model.frozen.captioner, images, beam_size,
       config.model.captioner.max_decode_len)
@@ -307,3 +313,28 @@ def test_missing_pieces_give_clear_errors(smoke_run, tmp_path):
     evaluator.evaluate(_config(data_dir, num_samples=1), run)
   with pytest.raises(ValueError, match="--mode oracle needs data.name 'captioned_sh"):
     main.run(cub.get_config('smoke'), epath.Path(tmp_path / 'cub'), 'oracle')
+
+
+def test_eval_on_eight_devices_matches_one_device(smoke_run, tmp_path):
+  """`--mode eval` data parallel over 8 fake CPU devices gives the same results."""
+  _, data_dir, workdir, results, _ = smoke_run
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  command = [sys.executable, '-m', 'mirrorgan_jax.main', '--mode=eval',
+             f'--workdir={copy}', '--config=configs/shapes.py:smoke',
+             f'--config.data.data_dir={data_dir}',
+             f'--config.eval.num_samples={conftest.SMOKE_EVAL_SAMPLES}',
+             '--config.eval.inception_random_weights=True']
+  out = subprocess.run(command, cwd=conftest.ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'batches of 8 over 8 local devices' in out.stderr
+  sharded = json.loads((copy / 'eval' / 'results.json').read_text())
+  want, got = (eval_protocol.flat_scalars(r) for r in (results, sharded))
+  assert set(got) == set(want)
+  for key in ('images_per_second',):
+    del want[key], got[key]
+  np.testing.assert_allclose([got[k] for k in sorted(want)],
+                             [want[k] for k in sorted(want)], rtol=1e-4, atol=1e-5)

@@ -38,7 +38,9 @@ Metrics (`results.json` keys):
 
 Outputs under `<workdir>/eval/`: `results.json`, TensorBoard scalars at the
 checkpoint's step, redescriptions and a sample grid (also `samples_<step>.png`
-and `.txt`). Runs on one device of process 0; other processes return None.
+and `.txt`). Runs on process 0 (other processes return None), data parallel
+over its local devices (`parallel.local_mesh`: as many as split
+`eval.batch_size`).
 """
 
 import functools
@@ -52,12 +54,14 @@ from clu import metric_writers
 from etils import epath
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 import ml_collections
 import numpy as np
 
 from mirrorgan_jax import checkpointing
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import oracle_training
+from mirrorgan_jax import parallel
 from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
 from mirrorgan_jax.data import input_pipeline
@@ -149,12 +153,12 @@ def _decoder(config: ml_collections.ConfigDict) -> str:
   return 'greedy' if beam == 1 else f'beam search (width {beam})'
 
 
-def network_variables(model: trained_model.TrainedModel) -> dict[str, Any]:
-  """The variables the compiled steps take, on the default device."""
-  return jax.device_put({'generator': model.g_variables,
-                         'text_encoder': model.frozen.text_encoder,
-                         'image_encoder': model.image_encoder,
-                         'captioner': model.frozen.captioner})
+def network_variables(model: trained_model.TrainedModel, mesh: Mesh) -> dict[str, Any]:
+  """The variables the compiled steps take, replicated on `mesh`."""
+  return parallel.replicate({'generator': model.g_variables,
+                            'text_encoder': model.frozen.text_encoder,
+                            'image_encoder': model.image_encoder,
+                            'captioner': model.frozen.captioner}, mesh)
 
 
 # ------------------------------------------------------------------ the passes
@@ -169,14 +173,16 @@ class _Real(NamedTuple):
   oracle_features: np.ndarray | None  # [M, F]
 
 
-def _real_pass(batches, key: str, variables, nets: dict[str, Any], oracle) -> _Real:
+def _real_pass(batches, key: str, variables, nets: dict[str, Any], mesh: Mesh,
+               oracle) -> _Real:
   """One pass over the real eval split (unmasked rows only)."""
   parts = {k: [] for k in ('ids', 'len', 'class', 'code', 'captions', 'oracle')}
   redescriptions = []
   for batch in batches:
     mask = batch['mask'].astype(bool)
-    out = jax.device_get(_real_step(variables, batch[key], batch['all_caption_ids'],
-                                    batch['all_caption_len'], **nets))
+    inputs = jax.device_put((batch[key], batch['all_caption_ids'], batch['all_caption_len']),
+                            parallel.batch_sharded(mesh))
+    out = jax.device_get(_real_step(variables, *inputs, **nets))
     code, captions, ids, lengths = (x[mask] for x in out)
     for name, column in (('ids', 'all_caption_ids'), ('len', 'all_caption_len'),
                          ('class', 'class_id')):
@@ -202,7 +208,7 @@ def _real_pass(batches, key: str, variables, nets: dict[str, Any], oracle) -> _R
 
 def generated_batches(config: ml_collections.ConfigDict, plan: protocol.SamplePlan,
                       caption_ids: np.ndarray, caption_len: np.ndarray, variables,
-                      models) -> Iterator[tuple[np.ndarray, jax.Array, np.ndarray,
+                      models, mesh: Mesh) -> Iterator[tuple[np.ndarray, jax.Array, np.ndarray,
                                                 list[list[int]]]]:
   """Generates the planned samples in batches of `eval.batch_size`.
 
@@ -210,7 +216,8 @@ def generated_batches(config: ml_collections.ConfigDict, plan: protocol.SamplePl
     config: the run's config (`seed`, `eval.batch_size`, captioner decoding).
     plan: eval image and caption of each sample.
     caption_ids: every eval caption [M, N, T]; caption_len [M, N].
-    variables: `network_variables(model)`; models: the run's modules.
+    variables: `network_variables(model, mesh)`; models: the run's modules.
+    mesh: the devices that split each batch (`parallel.local_mesh`).
   Yields:
     (mask [B] (False on padding), final-stage images [B, S, S, 3] float32 on
     device, padding rows included; DAMSM codes [b, D] and redescriptions
@@ -221,9 +228,11 @@ def generated_batches(config: ml_collections.ConfigDict, plan: protocol.SamplePl
   for sample_ids, mask in protocol.plan_batches(num, config.eval.batch_size):
     rows = np.minimum(sample_ids, num - 1)  # Padding rows repeat the last sample.
     image, caption = plan.image_index[rows], plan.caption_index[rows]
+    inputs = jax.device_put((caption_ids[image, caption],
+                             np.maximum(caption_len[image, caption], 1), sample_ids),
+                            parallel.batch_sharded(mesh))
     images, code, ids, lengths = _generated_step(
-        variables, caption_ids[image, caption],
-        np.maximum(caption_len[image, caption], 1), sample_ids, key,
+        variables, *inputs, key,
         generator=models.generator, **_nets(models, config))
     code, ids, lengths = (x[mask] for x in jax.device_get((code, ids, lengths)))
     yield mask, images, code, _words(ids, lengths)
@@ -241,14 +250,14 @@ class _Generated(NamedTuple):
 
 
 def _generate(config, plan: protocol.SamplePlan, real: _Real, variables, models,
-              extractor, oracle) -> _Generated:
+              mesh: Mesh, extractor, oracle) -> _Generated:
   """Generates every planned sample and feeds each metric, batch by batch."""
   num = len(plan.image_index)
   codes, redescriptions, probs, shown, predictions = [], [], [], [], []
   inception_acc, oracle_acc = fid.StatisticsAccumulator(), fid.StatisticsAccumulator()
   started = last_log = time.time()
   for mask, images, code, words in generated_batches(
-      config, plan, real.caption_ids, real.caption_len, variables, models):
+      config, plan, real.caption_ids, real.caption_len, variables, models, mesh):
     codes.append(code)
     redescriptions.extend(words)
     if extractor is not None:
@@ -403,9 +412,13 @@ def evaluate(config: ml_collections.ConfigDict | None,
   # Before the long generation, so that a cache of another extractor fails early.
   reference = None if extractor is None else fid_reference.reference_statistics(
       config, workdir, extractor, eval_batches)
-  variables = network_variables(model)
+  mesh = parallel.local_mesh(config.eval.batch_size)
+  logging.info('Eval: batches of %d over %d local devices.', config.eval.batch_size,
+               mesh.size)
+  variables = network_variables(model, mesh)
   key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
-  real = _real_pass(eval_batches, key, variables, _nets(model.models, config), oracle)
+  real = _real_pass(eval_batches, key, variables, _nets(model.models, config), mesh,
+                    oracle)
   num_real, captions_per_image = real.caption_len.shape
   records = None
   if oracle is not None:
@@ -416,7 +429,8 @@ def evaluate(config: ml_collections.ConfigDict | None,
   plan = protocol.sample_plan(num_real, captions_per_image, config.eval.num_samples)
   logging.info('Eval of %s at step %d: %d samples of %d eval images x %d captions.',
                workdir, model.step, len(plan.image_index), num_real, captions_per_image)
-  generated = _generate(config, plan, real, variables, model.models, extractor, oracle)
+  generated = _generate(config, plan, real, variables, model.models, mesh, extractor,
+                        oracle)
 
   num = len(plan.image_index)
   results = {

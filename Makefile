@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/shapes
 CONFIG ?= configs/shapes.py
+# Captions `make run` samples after training (words of the captioned_shapes vocabulary).
+SAMPLE_TEXT ?= --text "a small red star on the left" \
+	--text "a big blue square against a black background" \
+	--text "a green circle is above a yellow triangle"
 
 .PHONY: run test benchmark clean
 
@@ -15,6 +19,7 @@ $(VENV)/.installed: requirements.txt
 
 run: $(VENV)/.installed
 	$(PY) -m mirrorgan_jax.main --config $(CONFIG) --workdir $(WORKDIR)
+	$(PY) -m mirrorgan_jax.sample --workdir $(WORKDIR) --num-samples 4 $(SAMPLE_TEXT)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

@@ -309,6 +309,8 @@ def test_missing_pieces_give_clear_errors(smoke_run, tmp_path):
     evaluator.evaluate(_config(data_dir, inception_path=str(tmp_path / 'none')), run)
   with pytest.raises(ValueError, match='eval.num_samples must be >= 1'):
     evaluator.evaluate(_config(data_dir, num_samples=0), run)
+  with pytest.raises(ValueError, match='eval.redescription_beam_size must be >= 1'):
+    evaluator.evaluate(_config(data_dir, redescription_beam_size=0), run)
   with pytest.raises(ValueError, match='is_splits'):
     evaluator.evaluate(_config(data_dir, num_samples=1), run)
   with pytest.raises(ValueError, match="--mode oracle needs data.name 'captioned_sh"):

@@ -208,8 +208,9 @@ def _real_pass(batches, key: str, variables, nets: dict[str, Any], mesh: Mesh,
 
 def generated_batches(config: ml_collections.ConfigDict, plan: protocol.SamplePlan,
                       caption_ids: np.ndarray, caption_len: np.ndarray, variables,
-                      models, mesh: Mesh) -> Iterator[tuple[np.ndarray, jax.Array, np.ndarray,
-                                                list[list[int]]]]:
+                      models, mesh: Mesh
+                      ) -> Iterator[tuple[np.ndarray, jax.Array, np.ndarray,
+                                          list[list[int]]]]:
   """Generates the planned samples in batches of `eval.batch_size`.
 
   Args:
@@ -374,7 +375,7 @@ def _load_oracle(config, workdir: epath.Path):
 def _check_config(config: ml_collections.ConfigDict) -> None:
   e = config.eval
   for name in ('num_samples', 'batch_size', 'r_precision_folds',
-               'r_precision_mismatched'):
+               'r_precision_mismatched', 'redescription_beam_size'):
     if e[name] < 1:
       raise ValueError(f'eval.{name} must be >= 1, got {e[name]}')
   if (e.inception_path or e.inception_random_weights) and e.num_samples < e.is_splits:

@@ -266,9 +266,9 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
       (replicated) and passed to the compiled step as an argument each call.
     mesh: the device mesh for 'jit' mode (default: all devices).
   Returns:
-    train_step(state, batch) -> (state, metrics). In 'jit' mode `state` is
-    replicated over the mesh and `batch` a host-local numpy batch; in 'pmap'
-    mode `state` carries a leading device axis. `train_step.place_state` puts a
+    train_step(state, batch) -> (state, metrics of scalars, in both modes). In
+    'jit' mode `state` is replicated over the mesh and `batch` a host-local numpy
+    batch; in 'pmap' mode `state` carries a leading device axis. `train_step.place_state` puts a
     fresh state in that layout.
   """
   mode = config.parallel.mode
@@ -292,7 +292,9 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
     frozen_on_device = parallel.replicate_for_pmap(frozen)
 
     def train_step(state, batch):
-      return step(state, frozen_on_device, parallel.split_for_pmap(batch))
+      state, metrics = step(state, frozen_on_device, parallel.split_for_pmap(batch))
+      # Metrics are pmean-ed, equal on every device: keep the scalars, as in 'jit' mode.
+      return state, parallel.unreplicate(metrics)
 
     place_state = parallel.replicate_for_pmap
   else:

@@ -42,6 +42,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.image_encoder.backbone = 'inception_v3'  # 'inception_v3' (ref) or 'small_cnn'.
   c.model.image_encoder.input_size = 299  # Images are resized to this before the CNN (ref 299).
   c.model.image_encoder.small_cnn_features = (32, 64, 128, 256)  # Widths of the small CNN.
+  c.model.image_encoder.small_cnn_pooling = 'mean'  # Small CNN global feature: 'mean' (as ref avg pool) or 'flatten'.
   c.model.image_encoder.train_backbone = False  # Ref: ImageNet Inception frozen; True to train it.
 
   c.model.generator = ml_collections.ConfigDict()
@@ -51,6 +52,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.generator.num_stages = 3  # Generator stages (paper 3: 64, 128, 256).
   c.model.generator.base_size = 64  # Side of the first stage's image in px (paper 64).
   c.model.generator.num_res_blocks = 2  # Residual blocks per refinement stage (ref 2).
+  c.model.generator.initial_channels = 0  # F_0 width at 4x4 (0 = ref rule ngf * 2**n: 16 ngf at base 64).
+  c.model.generator.normalize_sentence = False  # Unit-rms sentence features into CA (ref: raw).
   c.model.generator.glam = 'paper'  # 'paper' (Eq. 4-5), 'reference' (authors' code), 'word_only' (w/o GA).
 
   c.model.discriminator = ml_collections.ConfigDict()
@@ -60,6 +63,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.captioner.backbone = 'resnet152'  # 'resnet152' (ref) or 'small_cnn'.
   c.model.captioner.input_size = 224  # Generated image resized to this for STREAM (ref 224).
   c.model.captioner.small_cnn_features = (32, 64, 128, 256)  # Widths of the small CNN.
+  c.model.captioner.small_cnn_pooling = 'mean'  # Small CNN global feature: 'mean' (as ref avg pool) or 'flatten'.
   c.model.captioner.train_backbone = False  # Ref: ImageNet ResNet frozen while pretraining STREAM.
   c.model.captioner.feature_dim = 256  # Image feature fed as the first LSTM input (ref 256).
   c.model.captioner.embed_dim = 256  # Word embedding size of the decoder (ref 256).

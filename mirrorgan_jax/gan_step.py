@@ -16,6 +16,12 @@ never donated, never checkpointed). Per step (reference §6 order):
    gradient w.r.t. the outputs is pulled back through G.
 5. EMA of G's parameters.
 
+Besides the losses, the metrics show whether the game is learning: D accuracy
+on real / fake / wrong-caption inputs per scale, the CA mean's rms against the
+CA noise's (is the caption reaching G?), and the frozen captioner's
+cross-entropy on the real images of the batch (`caption_ce_real`, the level the
+generated images' `caption_ce` should approach).
+
 Data parallel: `parallel.mode='jit'` compiles the global-batch program over a
 `data` Mesh; `'pmap'` runs the same function per device with `axis_name`, so
 gradients, the token-mean caption loss and BatchNorm statistics are averaged
@@ -165,6 +171,8 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
   z = _normal(z_key, (local_batch, g_cfg.z_dim), axis_name)
   eps = _normal(eps_key, (local_batch, g_cfg.condition_dim), axis_name)
 
+  targets = losses.caption_target_lengths(lengths, ids.shape[1],
+                                          config.loss.stream_end_token)
   with jax.named_scope('text_encoder'):
     encode = functools.partial(models.text_encoder.apply, frozen.text_encoder, train=False)
     words, sentence = jax.lax.stop_gradient(encode(ids, lengths))
@@ -218,8 +226,6 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
       adv.append(losses.generator_adversarial_loss(uncond, cond))
       aux[f'g_adv/{name}'] = adv[-1]
     with jax.named_scope('STREAM'):
-      targets = losses.caption_target_lengths(lengths, ids.shape[1],
-                                              config.loss.stream_end_token)
       logits = models.captioner.apply(frozen.captioner, images[-1], ids, targets,
                                       train=False)
       caption_ce = losses.caption_loss(logits, ids, targets)
@@ -228,7 +234,15 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
         adv, caption_ce, losses.kl_loss(mu, logvar), config.loss.stream_weight,
         config.loss.kl_weight)
     aux.update({k: g_aux[k] for k in ('caption_ce', 'kl')})
+    # How strongly the caption reaches G: CA mean against the CA noise's scale.
+    aux['ca/mu_rms'] = jnp.sqrt(jnp.mean(jnp.square(mu)))
+    aux['ca/sigma_rms'] = jnp.sqrt(jnp.mean(jnp.exp(logvar)))
     return total, (aux, stats)
+
+  with jax.named_scope('STREAM_real'):  # The level generated images should reach.
+    real_ce = losses.caption_loss(
+        models.captioner.apply(frozen.captioner, reals[-1], ids, targets, train=False),
+        ids, targets) * _token_mean_weight(targets, axis_name)
 
   g_tx = _adam(config, config.optim.g_learning_rate)
   with jax.named_scope('G_update'):
@@ -247,6 +261,7 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
       g_opt_state=g_opt_state, ema_g_params=ema, d_params=d_params,
       d_batch_stats=d_batch_stats, d_opt_state=d_opt_state)
   metrics = {'d_loss': d_loss, 'g_loss': g_loss, **d_aux, **g_aux,
+             'caption_ce_real': real_ce,
              'g_grad_norm': optax.global_norm(g_grads),
              'd_grad_norm': optax.global_norm(d_grads),
              'g_learning_rate': jnp.asarray(config.optim.g_learning_rate),

@@ -32,6 +32,7 @@ from mirrorgan_jax.evaluation import eval_protocol
 from mirrorgan_jax.evaluation import evaluator
 from mirrorgan_jax.evaluation import fid_reference
 from mirrorgan_jax.evaluation import fid
+from mirrorgan_jax.evaluation import redescription_attributes
 
 NUM_SAMPLES = conftest.SMOKE_EVAL_SAMPLES
 NUM_EVAL, CAPTIONS, SIZE = 32, 8, 32  # tiny test split; smoke final stage px.
@@ -65,7 +66,7 @@ def test_results_have_every_key_with_finite_numbers(smoke_run):
   assert set(results) == {
       'step', 'num_images', 'num_eval_images', 'captions_per_image', 'rounds',
       'images_per_second', 'inception', 'inception_score', 'fid', 'fid_reference',
-      'r_precision', 'bleu4', 'oracle', 'protocol'}
+      'r_precision', 'bleu4', 'oracle', 'redescription_attributes', 'protocol'}
   assert results['step'] == _latest_gan_step(workdir) > 0
   assert (results['num_images'], results['num_eval_images'],
           results['captions_per_image'], results['rounds']) == (
@@ -93,6 +94,21 @@ def test_results_have_every_key_with_finite_numbers(smoke_run):
       results['r_precision']['generated']['top1_mean'])
   for key in ('accuracy', 'count', 'real_accuracy_same_captions', 'real_test_accuracy'):
     assert set(results['oracle'][key]) == set(oracle_training.ATTRIBUTES), key
+  attributes = results['redescription_attributes']
+  assert set(attributes) == {'real', 'generated'}
+  for which, scores in attributes.items():
+    assert set(scores) == {'accuracy', 'count'}
+    for key in ('accuracy', 'count'):
+      assert set(scores[key]) == set(redescription_attributes.ATTRIBUTES), (which, key)
+    for a, n in scores['count'].items():
+      assert n > 0 and 0 <= scores['accuracy'][a] <= 1, (which, a)
+  # Real: every image's background, object attributes of the same one-object scenes;
+  # generated: scored where the input caption states it, as the oracle's counts.
+  real_counts = attributes['real']['count']
+  assert real_counts['background'] == NUM_EVAL
+  assert len({real_counts[a] for a in redescription_attributes.OBJECT_ATTRIBUTES}) == 1
+  assert attributes['generated']['count'] == {
+      a: counts[a] for a in redescription_attributes.ATTRIBUTES}
   assert compiled == 1  # Every batch, the padded last one included, ran one program.
 
 

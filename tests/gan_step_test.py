@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mirrorgan_jax import gan_step
+from mirrorgan_jax import losses
 from mirrorgan_jax.models import factory
 from tests import gan_fixtures
 from tests.conftest import ROOT
@@ -84,6 +85,34 @@ def test_stream_gradient_reaches_generator():
     new, _ = step(step.place_state(state), gan_fixtures.random_batch(config))
     grads[weight] = jax.device_get(new.g_params)
   assert not _leaves_equal(grads[0.0], grads[20.0])
+
+
+def test_learning_diagnostics_by_hand():
+  """caption_ce_real is the captioner's CE on the real images; CA rms from G's outputs."""
+  config, models, frozen, state = _setup()
+  batch = gan_fixtures.random_batch(config)
+  step = gan_step.make_train_step(config, models, frozen)
+  state = jax.device_get(state)  # The step donates its input.
+  _, metrics = step(step.place_state(state), batch)
+  ids, lengths = batch['caption_ids'], batch['caption_len']
+  targets = losses.caption_target_lengths(lengths, ids.shape[1], True)
+  final = max(d.image_size for d in models.discriminators.values())
+  logits = models.captioner.apply(frozen.captioner, batch[f'image_{final}'], ids, targets)
+  np.testing.assert_allclose(float(metrics['caption_ce_real']),
+                             float(losses.caption_loss(logits, ids, targets)), rtol=1e-5)
+  key = jax.random.fold_in(state.rng, state.step)
+  z_key, eps_key = jax.random.split(key)
+  words, sentence = models.text_encoder.apply(frozen.text_encoder, ids, lengths)
+  g = config.model.generator
+  out = models.generator.apply(
+      {'params': state.g_params, 'batch_stats': state.g_batch_stats},
+      jax.random.normal(z_key, (len(ids), g.z_dim)), sentence, words, lengths=lengths,
+      train=True, eps=jax.random.normal(eps_key, (len(ids), g.condition_dim)),
+      mutable=['batch_stats'])[0]
+  np.testing.assert_allclose(float(metrics['ca/mu_rms']),
+                             np.sqrt(np.mean(np.square(out['mu']))), rtol=1e-4)
+  np.testing.assert_allclose(float(metrics['ca/sigma_rms']),
+                             np.sqrt(np.mean(np.exp(out['logvar']))), rtol=1e-4)
 
 
 def test_frozen_params_are_arguments_not_constants():

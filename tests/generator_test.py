@@ -215,6 +215,38 @@ def test_initial_stage_sizes():
     generator.num_initial_upsamples(48)
 
 
+def test_initial_channels_set_stage0_width():
+  """Widths by hand: 4x4 at C, halved per upBlock (>= ngf), the last at ngf."""
+  z, c = jnp.zeros((2, 8)), jnp.zeros((2, 4))
+
+  def widths(**kw):
+    stage = generator.InitialStage(ngf=8, base_size=32, **kw)
+    params = jax.eval_shape(stage.init, jax.random.key(0), c, z)['params']
+    # fc: 12 inputs -> C * 16 * 2 (GLU); upBlock i: conv3x3 -> 2 * width (GLU).
+    return ([params['fc']['kernel'].shape[-1] // 32]
+            + [params[f'upsample{i}']['conv']['kernel'].shape[-1] // 2 for i in (1, 2, 3)])
+  assert widths() == [64, 32, 16, 8]  # Reference rule: ngf * 2**3.
+  assert widths(initial_channels=96) == [96, 48, 24, 8]
+  assert widths(initial_channels=16) == [16, 8, 8, 8]
+  with pytest.raises(ValueError, match='initial_channels'):
+    generator.InitialStage(ngf=8, base_size=32, initial_channels=4).init(
+        jax.random.key(0), c, z)
+
+
+def test_normalize_sentence_makes_ca_invariant_to_sentence_scale():
+  """Unit-rms sentence features: scaling the sentence leaves mu unchanged."""
+  g = _smoke_generator(normalize_sentence=True)
+  x = _inputs()
+  variables = g.init({'params': jax.random.key(0), 'noise': jax.random.key(1)}, **x)
+  eps = np.zeros((3, g.condition_dim), np.float32)
+  mu = {scale: g.apply(variables, **dict(x, sentence=x['sentence'] * scale), eps=eps)['mu']
+        for scale in (1.0, 0.01)}
+  np.testing.assert_allclose(mu[0.01], mu[1.0], rtol=1e-4, atol=1e-6)
+  plain = _smoke_generator()
+  small = plain.apply(variables, **dict(x, sentence=x['sentence'] * 0.01), eps=eps)['mu']
+  assert float(jnp.std(small)) < 0.1 * float(jnp.std(mu[1.0]))
+
+
 # ---------------------------------------------------------------- converter
 
 

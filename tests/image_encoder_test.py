@@ -106,7 +106,7 @@ def test_converter_places_every_entry():
     vision.image_encoder_from_torch(bad)
 
 
-def _np_small_encoder(x, variables, train):
+def _np_small_encoder(x, variables, train, pooling='mean'):
   """SmallCNN + head in numpy NCHW, from the Flax variables."""
   p, s = variables['params'], variables.get('batch_stats', {})
   for i in range(len(SMALL['small_cnn_features'])):
@@ -118,19 +118,26 @@ def _np_small_encoder(x, variables, train):
     x = relu(np_batch_norm(np_conv2d(x, w, 2, (1, 1)), bn, 'b', 1e-5, train))
   w = np.asarray(p['emb_features']['kernel'], np.float64).transpose(3, 2, 0, 1)
   regions = np_conv2d(x, w).transpose(0, 2, 3, 1)
-  code = x.mean(axis=(2, 3)) @ np.asarray(p['emb_cnn_code']['kernel']) + np.asarray(
+  # 'flatten' reads the map in NHWC order: row, column, then channel.
+  pooled = x.mean(axis=(2, 3)) if pooling == 'mean' else x.transpose(0, 2, 3, 1).reshape(
+      len(x), -1)
+  code = pooled @ np.asarray(p['emb_cnn_code']['kernel']) + np.asarray(
       p['emb_cnn_code']['bias'])
   return regions, code
 
 
-@pytest.mark.parametrize('train', [False, True])
-def test_small_cnn_encoder_matches_numpy(train):
-  model, variables = _small_encoder_and_vars(seed=1)
+@pytest.mark.parametrize('train,pooling', [(False, 'mean'), (True, 'mean'),
+                                            (False, 'flatten')])
+def test_small_cnn_encoder_matches_numpy(train, pooling):
+  model, variables = _small_encoder_and_vars(seed=1, small_cnn_pooling=pooling)
+  # 'flatten': the code reads the whole 4x4x6 map (96 inputs), not its mean (6).
+  assert variables['params']['emb_cnn_code']['kernel'].shape == (
+      (6 if pooling == 'mean' else 96), 5)
   x = _images((3, 16, 16, 3), seed=2)
   apply = functools.partial(model.apply, train=train, mutable=['batch_stats'])
   (regions, code), _ = jax.jit(apply)(variables, x)
   want_regions, want_code = _np_small_encoder(
-      np.asarray(x, np.float64).transpose(0, 3, 1, 2), variables, train)
+      np.asarray(x, np.float64).transpose(0, 3, 1, 2), variables, train, pooling)
   assert regions.shape == (3, 4, 4, 5) and code.shape == (3, 5)  # 16 -> 8 -> 4.
   np.testing.assert_allclose(regions, want_regions, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(code, want_code, rtol=1e-4, atol=1e-5)

@@ -294,9 +294,10 @@ def render(scene: Scene, size: int, supersample: int = 4) -> np.ndarray:
 # ------------------------------------------------------------------ captions
 
 MAX_CAPTION_TOKENS = 18
-# Synonym tables (public: the oracle's protocol reads which words state an attribute).
+# Synonym and phrase tables (public: the oracle's protocol and the redescription
+# parser of `evaluation.redescription_attributes` read captions with them).
 SIZE_WORDS = {'small': ('small', 'little', 'tiny'), 'large': ('large', 'big')}
-_SHAPE_WORDS = {'circle': ('circle', 'disk'), 'ring': ('ring', 'donut')}
+SHAPE_WORDS = {'circle': ('circle', 'disk'), 'ring': ('ring', 'donut')}
 BACKGROUND_WORDS = {'grey': ('grey', 'gray')}
 POSITION_PHRASES = {
     'left': ('on the left', 'on the left side', 'at the left', 'in the left part'),
@@ -307,7 +308,7 @@ POSITION_PHRASES = {
     'center': ('in the center', 'in the middle', 'at the center',
                'in the middle of the image'),
 }
-_RELATION_PHRASES = {
+RELATION_PHRASES = {
     'left_of': ('to the left of', 'left of', 'on the left of'),
     'right_of': ('to the right of', 'right of', 'on the right of'),
     'above': ('above', 'over'),
@@ -348,7 +349,7 @@ def _with_article(phrase: str) -> str:
 
 def _object_words(obj: SceneObject, rng: np.random.Generator) -> str:
   """'[size] colour shape', the size left out 15% of the time (still true)."""
-  shape = _pick(rng, _SHAPE_WORDS.get(obj.shape, (obj.shape,)))
+  shape = _pick(rng, SHAPE_WORDS.get(obj.shape, (obj.shape,)))
   words = f'{obj.color} {shape}'
   if rng.random() >= 0.15:
     words = f'{_pick(rng, SIZE_WORDS[obj.size])} {words}'
@@ -369,8 +370,8 @@ def _fill(template: str, scene: Scene, rng: np.random.Generator) -> str:
   if len(scene.objects) == 1:
     fields.update(o=fields['a'], oo=fields['aa'], p=fields['pa'])
   else:
-    fields['rel'] = _pick(rng, _RELATION_PHRASES[scene.relation])
-    fields['inv'] = _pick(rng, _RELATION_PHRASES[_INVERSE[scene.relation]])
+    fields['rel'] = _pick(rng, RELATION_PHRASES[scene.relation])
+    fields['inv'] = _pick(rng, RELATION_PHRASES[_INVERSE[scene.relation]])
   return template.format(**fields)
 
 

@@ -1,5 +1,6 @@
 """The evaluation protocol: which image and caption each sample shows, its noise,
-and the glue from per-sample outputs to R-precision and oracle scores.
+and the glue from per-sample outputs to R-precision, oracle and redescription
+attribute scores.
 
 Sample k shows eval image k % M (M eval images in TFDS file order) with its
 caption (k // M) % N; its noise comes from `fold_in(key, k)`, so it does not
@@ -7,14 +8,16 @@ depend on the batching. See `evaluator` for the metrics.
 """
 
 import math
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, Sequence
 
 from absl import logging
 import jax
 import numpy as np
 
 from mirrorgan_jax import oracle_training
+from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.evaluation import r_precision
+from mirrorgan_jax.evaluation import redescription_attributes
 
 
 class SamplePlan(NamedTuple):
@@ -87,15 +90,49 @@ def r_precision_scores(image_codes: np.ndarray, plan: SamplePlan,
   return {**out, 'num_mismatched': num}
 
 
+def _planned(records: oracle_training.TestRecords, plan: SamplePlan
+             ) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
+  """Per sample [S]: its input caption, its eval image's labels and object count."""
+  captions = [records.captions[j][c]
+              for j, c in zip(plan.image_index, plan.caption_index)]
+  labels = {a: v[plan.image_index] for a, v in records.labels.items()}
+  return captions, labels, records.num_objects[plan.image_index]
+
+
 def oracle_scores(predictions: dict[str, np.ndarray],
                   records: oracle_training.TestRecords,
                   plan: SamplePlan) -> dict[str, tuple[float, int]]:
   """{attribute: (accuracy, n)} of per-sample predictions [S], scored iff mentioned."""
-  captions = [records.captions[j][c]
-              for j, c in zip(plan.image_index, plan.caption_index)]
-  mask = oracle_training.mention_mask(captions, records.num_objects[plan.image_index])
-  labels = {a: v[plan.image_index] for a, v in records.labels.items()}
+  captions, labels, num_objects = _planned(records, plan)
+  mask = oracle_training.mention_mask(captions, num_objects)
   return oracle_training.accuracy(predictions, labels, mask)
+
+
+def redescription_attribute_scores(
+    vocab: vocab_lib.Vocabulary, real: Sequence[Sequence[int]],
+    generated: Sequence[Sequence[int]], records: oracle_training.TestRecords,
+    plan: SamplePlan) -> dict[str, dict[str, tuple[float, int]]]:
+  """Attribute accuracy of the redescriptions of the real eval images and samples.
+
+  Args:
+    vocab: decodes the token ids.
+    real: redescription of each eval image [M] (TFDS file order).
+    generated: redescription of each sample [S].
+    records: the eval split's captions and labels.
+    plan: eval image and caption of each sample.
+  Returns:
+    {'real' | 'generated': {attribute: (accuracy, n)}}: `redescription_attributes
+    .score`, the samples scored against their eval image's labels where their
+    input caption states the attribute.
+  """
+  def parsed(rows):
+    return [redescription_attributes.parse(vocab.decode(ids)) for ids in rows]
+
+  captions, labels, num_objects = _planned(records, plan)
+  return {'real': redescription_attributes.score(parsed(real), records.labels,
+                                                 records.num_objects),
+          'generated': redescription_attributes.score(parsed(generated), labels,
+                                                      num_objects, captions)}
 
 
 def flat_scalars(results: dict[str, Any], prefix: str = '') -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""`--mode eval`: IS, FID, R-precision, STREAM BLEU and oracle accuracy of a trained run.
+"""`--mode eval`: IS, FID, R-precision, STREAM BLEU and attribute accuracies of a run.
 
 `evaluate(config, workdir)` loads the run (`trained_model.load`: EMA generator
 of the newest GAN checkpoint, frozen DAMSM encoders and STREAM captioner) and
@@ -35,6 +35,9 @@ Metrics (`results.json` keys):
   the same on the real images with the same captions; the oracle's real-test
   accuracy from its artifact; and `oracle_fid`, an FID in the oracle's feature
   space (samples vs real eval images; needs no Inception weights).
+- `redescription_attributes` (captioned_shapes only): `real` and `generated`,
+  per-attribute accuracy and count of what the STREAM redescriptions (those
+  of `bleu4`) state (`evaluation.redescription_attributes`).
 
 Outputs under `<workdir>/eval/`: `results.json`, TensorBoard scalars at the
 checkpoint's step, redescriptions and a sample grid (also `samples_<step>.png`
@@ -290,14 +293,19 @@ def _finite_or_none(value: float | None) -> float | None:
   return value if value is not None and math.isfinite(value) else None
 
 
+def _accuracy_results(scores: dict[str, tuple[float, int]]) -> dict[str, Any]:
+  """{'accuracy': {attribute: value or None (none scored)}, 'count': {attribute: n}}."""
+  return {'accuracy': {a: _finite_or_none(acc) for a, (acc, _) in scores.items()},
+          'count': {a: n for a, (_, n) in scores.items()}}
+
+
 def _oracle_results(plan, real: _Real, generated: _Generated, records, artifact
                     ) -> dict[str, Any]:
   path, real_test = artifact
   gen = protocol.oracle_scores(generated.oracle_predictions, records, plan)
   same = protocol.oracle_scores(
       {a: p[plan.image_index] for a, p in real.oracle_predictions.items()}, records, plan)
-  return {'accuracy': {a: _finite_or_none(acc) for a, (acc, _) in gen.items()},
-          'count': {a: n for a, (_, n) in gen.items()},
+  return {**_accuracy_results(gen),
           'real_accuracy_same_captions': {a: _finite_or_none(acc)
                                           for a, (acc, _) in same.items()},
           'real_test_accuracy': real_test, 'artifact': str(path),
@@ -320,7 +328,11 @@ def _protocol_notes(config: ml_collections.ConfigDict) -> dict[str, str]:
       'bleu4': f'corpus BLEU-4 on token ids, {_decoder(config)} STREAM redescriptions vs all '
                "captions of the sample's eval image; 'real': the real eval images",
       'oracle': "attribute scored iff the sample's caption mentions it; oracle_fid is "
-                "an FID in the oracle's feature space, not an Inception FID"}
+                "an FID in the oracle's feature space, not an Inception FID",
+      'redescription_attributes': 'first object and background parsed from the bleu4 '
+                                  'redescriptions; object attributes of one-object '
+                                  "scenes; generated: iff the sample's caption states "
+                                  'it; unstated counts as wrong'}
 
 
 def _sample_text(vocab, plan: protocol.SamplePlan, real: _Real, redescriptions) -> str:
@@ -464,6 +476,10 @@ def evaluate(config: ml_collections.ConfigDict | None,
       'real': bleu.corpus_bleu(real.redescriptions, refs), 'decoder': _decoder(config)}
   results['oracle'] = None if oracle is None else _oracle_results(
       plan, real, generated, records, oracle_artifact)
+  results['redescription_attributes'] = None if records is None else {
+      k: _accuracy_results(v) for k, v in protocol.redescription_attribute_scores(
+          model.vocab, real.redescriptions, generated.redescriptions, records,
+          plan).items()}
   results['protocol'] = _protocol_notes(config)
 
   _write(workdir, results, _grid(generated.shown),

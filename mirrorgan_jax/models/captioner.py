@@ -47,6 +47,7 @@ class CaptionEncoder(nn.Module):
     backbone: 'resnet152' or 'small_cnn'.
     input_size: images are resized to input_size^2 (reference 224).
     small_cnn_features: widths of the small CNN.
+    small_cnn_pooling: the small CNN's global feature, 'mean' or 'flatten'.
     resnet_stages: bottleneck blocks per stage of the ResNet (152 by default;
       tests use tiny ones).
     resnet_width: ResNet stem width (64).
@@ -60,6 +61,7 @@ class CaptionEncoder(nn.Module):
   backbone: str = 'resnet152'
   input_size: int = 224
   small_cnn_features: Sequence[int] = (32, 64, 128, 256)
+  small_cnn_pooling: str = 'mean'
   resnet_stages: Sequence[int] = resnet.RESNET152_STAGES
   resnet_width: int = 64
   freeze_backbone: bool = False
@@ -78,8 +80,8 @@ class CaptionEncoder(nn.Module):
                              bn_axis_name=self.bn_axis_name,
                              name=image_encoder.BACKBONE)(x, train)
     elif self.backbone == 'small_cnn':
-      _, pooled = small_cnn.SmallCNN(self.small_cnn_features, dtype=self.dtype,
-                                     bn_axis_name=self.bn_axis_name,
+      _, pooled = small_cnn.SmallCNN(self.small_cnn_features, self.small_cnn_pooling,
+                                     dtype=self.dtype, bn_axis_name=self.bn_axis_name,
                                      name=image_encoder.BACKBONE)(x, train)
     else:
       raise ValueError(f"unknown captioner backbone {self.backbone!r}; "
@@ -179,6 +181,7 @@ class Captioner(nn.Module):
   backbone: str = 'resnet152'
   input_size: int = 224
   small_cnn_features: Sequence[int] = (32, 64, 128, 256)
+  small_cnn_pooling: str = 'mean'
   resnet_stages: Sequence[int] = resnet.RESNET152_STAGES
   resnet_width: int = 64
   freeze_backbone: bool = False
@@ -188,7 +191,7 @@ class Captioner(nn.Module):
   def setup(self):
     self.encoder = CaptionEncoder(
         self.feature_dim, self.backbone, self.input_size, self.small_cnn_features,
-        self.resnet_stages, self.resnet_width, self.freeze_backbone,
+        self.small_cnn_pooling, self.resnet_stages, self.resnet_width, self.freeze_backbone,
         dtype=self.dtype, bn_axis_name=self.bn_axis_name)
     self.decoder = CaptionDecoder(self.vocab_size, self.feature_dim, self.embed_dim,
                                   self.hidden_size, dtype=self.dtype)

@@ -36,7 +36,9 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
   """Module definitions for `config`.
 
   Args:
-    config: experiment config (`model` section).
+    config: experiment config (`model` section). Options added after a run was
+      started (small-CNN pooling, initial_channels, normalize_sentence) take
+      their paper defaults when its saved config.json lacks them.
     vocab_size: words in the vocabulary (embedding and output layers).
     bn_axis_name: pmap axis for cross-device BatchNorm (None under jit).
   """
@@ -53,13 +55,15 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
           feature_dim=2 * m.text_encoder.hidden_size, backbone=m.image_encoder.backbone,
           input_size=m.image_encoder.input_size,
           small_cnn_features=tuple(m.image_encoder.small_cnn_features),
+          small_cnn_pooling=m.image_encoder.get('small_cnn_pooling', 'mean'),
           freeze_backbone=not m.image_encoder.train_backbone, dtype=dtype,
           bn_axis_name=bn_axis_name),
       generator=generator.Generator(
           ngf=g.ngf, z_dim=g.z_dim, condition_dim=g.condition_dim,
           num_stages=g.num_stages, base_size=g.base_size,
           num_res_blocks=g.num_res_blocks, glam=g.glam, dtype=dtype,
-          bn_axis_name=bn_axis_name),
+          bn_axis_name=bn_axis_name, initial_channels=g.get('initial_channels', 0),
+          normalize_sentence=g.get('normalize_sentence', False)),
       discriminators={
           f'd{s}': discriminators.Discriminator(
               image_size=s, ndf=m.discriminator.ndf, dtype=dtype,
@@ -71,6 +75,7 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
           vocab_size=vocab_size, backbone=m.captioner.backbone,
           input_size=m.captioner.input_size,
           small_cnn_features=tuple(m.captioner.small_cnn_features),
+          small_cnn_pooling=m.captioner.get('small_cnn_pooling', 'mean'),
           feature_dim=m.captioner.feature_dim, embed_dim=m.captioner.embed_dim,
           hidden_size=m.captioner.hidden_size, dtype=dtype, bn_axis_name=bn_axis_name),
   )

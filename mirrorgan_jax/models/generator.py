@@ -21,7 +21,12 @@ not reproduced).
 Other departures from the reference:
 - The initial stage runs log2(base_size / 4) upBlocks starting at
   ngf * 2**n channels (n = 4 and 16 ngf for base 64, as the reference), so the
-  CPU-sized configs can start at 16 or 32 px.
+  CPU-sized configs can start at 16 or 32 px. `initial_channels` sets that
+  width independently of ngf (halving per upBlock, never below ngf, ending at
+  ngf): at base 16 the reference rule gives a starved 4 ngf.
+- `normalize_sentence` (off in the paper configs) scales each sentence feature
+  vector to unit rms before CA, so the caption is not drowned by the unit CA
+  noise when the text encoder's features are small.
 - Images and attention maps are returned as float32 whatever the compute dtype.
 - The sentence-attention maps beta are returned too (for visualisation, paper
   Fig. 5); the reference computes them and drops them.
@@ -52,15 +57,18 @@ class InitialStage(nn.Module):
   """F_0: [c, z] -> Linear -> BN1d -> GLU -> 4x4 -> n upBlocks -> [B, S, S, ngf].
 
   Attributes:
-    ngf: output channels (the stage starts at ngf * 2**n channels).
+    ngf: output channels.
     base_size: output side S = 4 * 2**n.
     dtype: compute dtype.
     bn_axis_name: axis for cross-device BatchNorm statistics.
+    initial_channels: channels at 4x4 (0 = the reference's ngf * 2**n); each
+      upBlock halves them, never below ngf, and the last outputs ngf.
   """
   ngf: int
   base_size: int = 64
   dtype: jnp.dtype = jnp.float32
   bn_axis_name: str | None = None
+  initial_channels: int = 0
 
   @nn.compact
   def __call__(self, condition: jax.Array, z: jax.Array,
@@ -75,7 +83,9 @@ class InitialStage(nn.Module):
       h [B, base_size, base_size, ngf].
     """
     n = num_initial_upsamples(self.base_size)
-    channels = self.ngf * 2**n
+    channels = self.initial_channels or self.ngf * 2**n
+    if channels < self.ngf:
+      raise ValueError(f'initial_channels ({channels}) must be >= ngf ({self.ngf})')
     x = jnp.concatenate([condition, z], axis=-1).astype(self.dtype)  # c first.
     x = nn.Dense(
         channels * 16 * 2, use_bias=False, dtype=self.dtype,
@@ -85,7 +95,8 @@ class InitialStage(nn.Module):
     # PyTorch's view(B, C, 4, 4) is channel-major; keep it so weights port.
     x = x.reshape(-1, channels, 4, 4).transpose(0, 2, 3, 1)
     for i in range(n):
-      x = layers.UpBlock(channels // 2**(i + 1), self.dtype, self.bn_axis_name,
+      width = self.ngf if i == n - 1 else max(self.ngf, channels // 2**(i + 1))
+      x = layers.UpBlock(width, self.dtype, self.bn_axis_name,
                          name=f'upsample{i + 1}')(x, train)
     return x
 
@@ -157,6 +168,8 @@ class Generator(nn.Module):
     glam: 'paper', 'reference' or 'word_only'.
     dtype: compute dtype; params stay float32.
     bn_axis_name: axis for cross-device BatchNorm statistics.
+    initial_channels: F_0 width at 4x4 (0 = reference rule, see InitialStage).
+    normalize_sentence: unit-rms sentence features into CA (see module doc).
   """
   ngf: int = 32
   z_dim: int = 100
@@ -167,6 +180,8 @@ class Generator(nn.Module):
   glam: str = 'paper'
   dtype: jnp.dtype = jnp.float32
   bn_axis_name: str | None = None
+  initial_channels: int = 0
+  normalize_sentence: bool = False
 
   @nn.compact
   def __call__(self, z: jax.Array, sentence: jax.Array, words: jax.Array,
@@ -205,10 +220,13 @@ class Generator(nn.Module):
       raise ValueError(
           f'word mask {word_mask.shape} does not match words {words.shape}')
 
+    if self.normalize_sentence:
+      sentence = sentence * jax.lax.rsqrt(
+          jnp.mean(jnp.square(sentence), axis=-1, keepdims=True) + 1e-8)
     c, mu, logvar = conditioning.ConditioningAugmentation(
         self.condition_dim, self.dtype, name='ca')(sentence, eps)
     h = InitialStage(self.ngf, self.base_size, self.dtype, self.bn_axis_name,
-                     name='stage0')(c, z, train)
+                     self.initial_channels, name='stage0')(c, z, train)
     images = [layers.ImageHead(self.dtype, name='image0')(h)]
     attention, sentence_attention = [], []
     for i in range(1, self.num_stages):

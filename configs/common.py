@@ -112,6 +112,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.eval_every_steps = 1000  # Sample grids cadence (ref 1000).
   c.train.checkpoint_every_steps = 2000  # Orbax save cadence.
   c.train.keep_checkpoints = 3  # Checkpoints kept.
+  c.train.probe_samples = 0  # Test captions of the in-training semantic probe (captioned_shapes; 0 = off).
   c.train.profile_steps = ()  # Steps to capture with jax.profiler, e.g. (10, 11, 12).
 
   c.parallel = ml_collections.ConfigDict()

@@ -47,10 +47,12 @@ def get_config(arg=None):
   c.train.log_every_steps = 50
   c.train.eval_every_steps = 500
   c.train.checkpoint_every_steps = 500
+  c.train.probe_samples = 256  # Semantic probe (oracle + redescription) every eval.
   c.eval.num_samples = 2_000
 
   if common.parse_arg(arg).get('smoke'):
     common.apply_smoke(c)
     c.data.builder_config = 'tiny'  # 96 train / 32 test images at 64 px.
     c.data.captions_per_image = 8
+    c.train.probe_samples = 8
   return c

@@ -5,7 +5,8 @@ the run's), builds the state and the compiled step of `gan_step`, and runs the
 shared training loop. Every `train.eval_every_steps` and at the end it writes
 image grids of fixed test captions (fixed noise) at every stage, from the raw
 and the EMA generator, with the captions as text, to TensorBoard and as PNGs
-under `<workdir>/gan/samples/`.
+under `<workdir>/gan/samples/`, and on captioned_shapes a semantic score of the
+EMA generator (`semantic_probe`).
 """
 
 from absl import logging
@@ -20,6 +21,7 @@ from mirrorgan_jax import gan_step
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import parallel
 from mirrorgan_jax import sampling
+from mirrorgan_jax import semantic_probe
 from mirrorgan_jax import stream_training
 from mirrorgan_jax import training_loop
 from mirrorgan_jax import vocab as vocab_lib
@@ -106,11 +108,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
     logging.info('GAN parameters:\n%s', overview)
     writer.write_texts(0, {'parameters': f'```\n{overview}\n```'})
 
+  samples = SampleWriter(config, models, frozen, vocab, eval_batches,
+                         workdir / 'gan' / 'samples')
+  probe = semantic_probe.SemanticProbe(config, models, frozen, vocab, workdir,
+                                       eval_batches, pmap=pmap)
+
+  def evaluate(state, step, writer):
+    samples(state, step, writer)
+    probe(state, step, writer)
+
   phase = training_loop.Phase(
       name='gan', num_steps=num_steps, init_state=init_state, train_step=train_step,
       batches=lambda start: input_pipeline.create_datasets(config, vocab, start_step=start)[0],
-      evaluate=SampleWriter(config, models, frozen, vocab, eval_batches,
-                            workdir / 'gan' / 'samples'),
+      evaluate=evaluate,
       eval_every=config.train.eval_every_steps, log_every=config.train.log_every_steps,
       checkpoint_every=config.train.checkpoint_every_steps,
       keep_checkpoints=config.train.keep_checkpoints,

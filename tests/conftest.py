@@ -39,6 +39,19 @@ class SmokeRun(NamedTuple):
   eval_programs: int  # Compiled programs of the evaluator's generation step.
 
 
+def logged_scalars(logdir) -> dict[tuple[int, str], float]:
+  """{(step, tag): value} of every scalar summary under `logdir`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  for events in sorted(epath.Path(logdir).glob('events.out.tfevents*')):
+    for event in tf.compat.v1.train.summary_iterator(str(events)):
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == 'scalars':
+          scalars[(event.step, value.tag)] = float(tf.make_ndarray(value.tensor))
+  return scalars
+
+
 # The smoke run's eval: 32 tiny eval images, round 1 (caption 1) for 5 of them,
 # 3 padding rows in batches of 8; random Inception weights so IS/FID run.
 SMOKE_EVAL_SAMPLES = 37

@@ -20,6 +20,7 @@ from mirrorgan_jax import oracle_training
 from mirrorgan_jax import stream_training
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.models import factory
+from tests import conftest
 from tests.conftest import ROOT
 
 
@@ -44,6 +45,24 @@ def test_all_phases_write_their_outputs(smoke_run):
   assert (workdir / 'eval' / 'results.json').exists()  # Contents: evaluator_test.py.
   assert list((workdir / 'gan' / 'samples').glob('*_ema.png'))
   assert list(pathlib.Path(workdir / 'gan' / 'profile').rglob('*.xplane.pb'))
+
+
+def test_gan_curves_show_learning_diagnostics(smoke_run):
+  """TensorBoard of the GAN phase: D accuracies, CA rms, STREAM CE on real and fake,
+  and the semantic probe (oracle + redescription accuracy) at every eval step."""
+  scalars = conftest.logged_scalars(smoke_run.workdir / 'gan')
+  tags = {tag for _, tag in scalars}
+  for tag in ('train/acc/real_uncond/d16', 'train/acc/fake_cond/d32',
+              'train/acc/wrong_cond/d16', 'train/ca/mu_rms', 'train/ca/sigma_rms',
+              'train/caption_ce', 'train/caption_ce_real'):
+    assert tag in tags, tag
+  eval_every = smoke_run.config.train.eval_every_steps
+  for attribute in ('color', 'shape', 'background'):
+    steps = sorted(s for s, t in scalars if t == f'probe/oracle/{attribute}')
+    assert steps and all(s % eval_every == 0 for s in steps), attribute
+    assert 0 <= scalars[(steps[-1], f'probe/oracle/{attribute}')] <= 1
+    assert (steps[-1], f'probe/redescription/{attribute}') in scalars
+  assert [t for _, t in scalars if t.startswith('probe/redescription_real/')]
 
 
 def test_rerun_skips_finished_phases(smoke_run, caplog):

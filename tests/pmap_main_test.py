@@ -19,7 +19,6 @@ from etils import epath
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mirrorgan_jax import main
 from mirrorgan_jax import trained_model
@@ -54,17 +53,6 @@ def _pretrained_copy(smoke_run, path):
   return path
 
 
-def _logged_scalars(logdir) -> dict[tuple[int, str], float]:
-  """{(step, tag): value} of every scalar summary under `logdir`."""
-  scalars = {}
-  for events in sorted(epath.Path(logdir).glob('events.out.tfevents*')):
-    for event in tf.compat.v1.train.summary_iterator(str(events)):
-      for value in event.summary.value:
-        if value.metadata.plugin_data.plugin_name == 'scalars':
-          scalars[(event.step, value.tag)] = float(tf.make_ndarray(value.tensor))
-  return scalars
-
-
 def _assert_trees_close(a, b):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
@@ -81,7 +69,7 @@ def runs(smoke_run, tmp_path_factory):
 
 
 def test_pmap_logs_the_jit_losses(runs):
-  jit, pmap = (_logged_scalars(runs[m] / 'gan') for m in ('jit', 'pmap'))
+  jit, pmap = (conftest.logged_scalars(runs[m] / 'gan') for m in ('jit', 'pmap'))
   assert set(jit) == set(pmap)
   losses = [k for k in jit if k[1] in ('train/g_loss', 'train/d_loss', 'train/caption_ce')]
   assert len(losses) >= 6  # Three losses, logged at two steps at least.

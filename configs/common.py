@@ -65,6 +65,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.captioner.small_cnn_features = (32, 64, 128, 256)  # Widths of the small CNN.
   c.model.captioner.small_cnn_pooling = 'mean'  # Small CNN global feature: 'mean' (as ref avg pool) or 'flatten'.
   c.model.captioner.train_backbone = False  # Ref: ImageNet ResNet frozen while pretraining STREAM.
+  c.model.captioner.image_every_step = False  # Image feature added to every word input (ref: first step only).
   c.model.captioner.feature_dim = 256  # Image feature fed as the first LSTM input (ref 256).
   c.model.captioner.embed_dim = 256  # Word embedding size of the decoder (ref 256).
   c.model.captioner.hidden_size = 512  # Decoder LSTM units (ref 2 x 256 = 512).

@@ -190,6 +190,28 @@ def test_padding_does_not_leak():
   assert not np.allclose(lc[0, 1], la[0, 1])
 
 
+def test_image_every_step_adds_the_image_to_word_inputs():
+  """Same weights: the first word's logits agree; later ones see the image again,
+  exactly as the reference decoder reading embed(w_t) + image at step t."""
+  plain, variables = _decoder_vars(seed=5)
+  every = captioner.Captioner(**{**DEC, 'image_every_step': True})
+  images = _images(2, 16, seed=5)
+  ids, lengths = jnp.array([[1, 2, 3], [4, 5, 0]]), jnp.array([3, 2])
+  got = every.apply(variables, images, ids, lengths)
+  np.testing.assert_allclose(got[:, 0], plain.apply(variables, images, ids, lengths)[:, 0],
+                             rtol=1e-6)
+  image = plain.apply(variables, images, method=captioner.Captioner.encode)
+  embed = variables['params']['decoder']['embed']['embedding']
+  # Reference decoder on inputs [image, embed(w_1) + image, embed(w_2) + image].
+  inputs = jnp.concatenate([image[:, None], embed[ids[:, :-1]] + image[:, None]], axis=1)
+  hidden, _ = plain.apply(variables, inputs, lengths,
+                          method=lambda m, x, n: m.decoder.lstm(x, n))
+  want = plain.apply(variables, hidden, method=lambda m, h: m.decoder.linear(h))
+  valid = (jnp.arange(3)[None] < lengths[:, None])[..., None]
+  np.testing.assert_allclose(got, jnp.where(valid, want, 0.0), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(got[:, 1], plain.apply(variables, images, ids, lengths)[:, 1])
+
+
 def test_beam_of_one_is_greedy():
   model, variables = _decoder_vars(seed=1)
   images = _images(8, 16, seed=1)
@@ -200,8 +222,10 @@ def test_beam_of_one_is_greedy():
   np.testing.assert_array_equal(beam_lengths, lengths)
 
 
-def test_beam_scores_are_log_probs_and_beat_greedy():
-  model, variables = _decoder_vars(seed=2)
+@pytest.mark.parametrize('image_every_step', [False, True])
+def test_beam_scores_are_log_probs_and_beat_greedy(image_every_step):
+  """Decoding (carry path) scores equal teacher forcing (sequence path)."""
+  model, variables = _decoder_vars(seed=2, image_every_step=image_every_step)
   images = _images(8, 16, seed=2)
   max_len = MAX_LEN
   ids, lengths = captioner.greedy_decode(model, variables, images, max_len)

@@ -6,7 +6,12 @@ Encoder (MirrorGAN's CAPTION_CNN): backbone -> pooled feature -> Linear
 Linear(hidden -> vocab). Teacher forcing as the reference (spec 5.1): the LSTM
 reads x_0 = image feature, x_t = embed(w_t) for t = 1..T-1 from a zero state,
 and its output at step t scores token w_{t+1}; there is no <start> token and
-token 0 (<end>, also the padding) is never a target.
+token 0 (<end>, also the padding) is never a target. With
+`image_every_step` (not in the reference) the image feature is also added to
+every word input, x_t = embed(w_t) + image feature: a decoder that sees the
+image only at t = 0 must carry it through the LSTM state to the words that
+need it, which a small captioner trained for minutes does not learn (it then
+names the background, said first, and guesses the object).
 
 Input normalisation differs from the reference on purpose (spec section 10,
 item 6): the captioner takes [-1, 1] images of any size, resizes them to
@@ -106,12 +111,15 @@ class CaptionDecoder(nn.Module):
       maps the feature to `embed_dim`; it is not in the reference.
     embed_dim: word embedding size E (reference 256).
     hidden_size: LSTM units H (reference 512).
+    image_every_step: add the image input to every word input (see the
+      module docstring); the decoding carry then holds it: (c, h, image).
     dtype: compute dtype; parameters stay float32, logits are float32.
   """
   vocab_size: int
   feature_dim: int = 256
   embed_dim: int = 256
   hidden_size: int = 512
+  image_every_step: bool = False
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -149,8 +157,11 @@ class CaptionDecoder(nn.Module):
     if captions.ndim != 2 or lengths.shape != captions.shape[:1]:
       raise ValueError(f'captions must be [B, T] and lengths [B]; got '
                        f'{captions.shape} and {lengths.shape}')
-    inputs = jnp.concatenate([self._first_input(features)[:, None],
-                              self.embed(captions[:, :-1])], axis=1)
+    image = self._first_input(features)[:, None]
+    words = self.embed(captions[:, :-1])
+    if self.image_every_step:
+      words = words + image
+    inputs = jnp.concatenate([image, words], axis=1)
     hidden, _ = self.lstm(inputs, lengths)
     valid = jnp.arange(captions.shape[1])[None, :, None] < lengths[:, None, None]
     return jnp.where(valid, self._logits(hidden), 0.0)
@@ -160,13 +171,19 @@ class CaptionDecoder(nn.Module):
     hidden, carry = self.lstm(inputs[:, None], ones, carry)
     return self._logits(hidden[:, 0]), carry
 
-  def start(self, features: jax.Array) -> tuple[jax.Array, Carry]:
+  def start(self, features: jax.Array) -> tuple[jax.Array, Any]:
     """First decoding step from the image: (logits of w_1 [B, V], carry)."""
-    return self._step(self._first_input(features), None)
+    image = self._first_input(features)
+    logits, carry = self._step(image, None)
+    return logits, (*carry, image) if self.image_every_step else carry
 
-  def step(self, tokens: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
+  def step(self, tokens: jax.Array, carry: Any) -> tuple[jax.Array, Any]:
     """Reads tokens [B] with state `carry`: (logits of the next token, carry)."""
-    return self._step(self.embed(tokens), carry)
+    if not self.image_every_step:
+      return self._step(self.embed(tokens), carry)
+    c, h, image = carry
+    logits, carry = self._step(self.embed(tokens) + image, (c, h))
+    return logits, (*carry, image)
 
 
 class Captioner(nn.Module):
@@ -185,6 +202,7 @@ class Captioner(nn.Module):
   resnet_stages: Sequence[int] = resnet.RESNET152_STAGES
   resnet_width: int = 64
   freeze_backbone: bool = False
+  image_every_step: bool = False
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
 
@@ -194,7 +212,8 @@ class Captioner(nn.Module):
         self.small_cnn_pooling, self.resnet_stages, self.resnet_width, self.freeze_backbone,
         dtype=self.dtype, bn_axis_name=self.bn_axis_name)
     self.decoder = CaptionDecoder(self.vocab_size, self.feature_dim, self.embed_dim,
-                                  self.hidden_size, dtype=self.dtype)
+                                  self.hidden_size, self.image_every_step,
+                                  dtype=self.dtype)
 
   def __call__(self, images: jax.Array, captions: jax.Array, lengths: jax.Array,
                train: bool = False) -> jax.Array:
@@ -285,7 +304,7 @@ def beam_search(model: Captioner, variables: Any, images: jax.Array, beam_size: 
     <end>) and scores [B] float32 (total log-probability).
   """
   _check_decode_args(images, max_len, beam_size)
-  logits, (c, h) = model.apply(variables, images, method=Captioner.first_step)
+  logits, carry = model.apply(variables, images, method=Captioner.first_step)
   batch, vocab = logits.shape
   k = beam_size
 
@@ -313,7 +332,7 @@ def beam_search(model: Captioner, variables: Any, images: jax.Array, beam_size: 
   # Only the first copy of each image's hypothesis is live at the start, so
   # the first step does not fill the beam with K copies of the same word.
   scores = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf), (batch, 1))
-  state = (tile(logits), (tile(c), tile(h)), scores,
+  state = (tile(logits), jax.tree.map(tile, carry), scores,
            jnp.zeros((batch, k, max_len), jnp.int32), jnp.zeros((batch, k), bool))
   (_, _, scores, seqs, _), _ = jax.lax.scan(body, state, jnp.arange(max_len))
   best = jnp.argmax(scores, axis=1)

@@ -37,7 +37,8 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
 
   Args:
     config: experiment config (`model` section). Options added after a run was
-      started (small-CNN pooling, initial_channels, normalize_sentence) take
+      started (small-CNN pooling, image_every_step, initial_channels,
+      normalize_sentence) take
       their paper defaults when its saved config.json lacks them.
     vocab_size: words in the vocabulary (embedding and output layers).
     bn_axis_name: pmap axis for cross-device BatchNorm (None under jit).
@@ -76,6 +77,7 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
           input_size=m.captioner.input_size,
           small_cnn_features=tuple(m.captioner.small_cnn_features),
           small_cnn_pooling=m.captioner.get('small_cnn_pooling', 'mean'),
+          image_every_step=m.captioner.get('image_every_step', False),
           feature_dim=m.captioner.feature_dim, embed_dim=m.captioner.embed_dim,
           hidden_size=m.captioner.hidden_size, dtype=dtype, bn_axis_name=bn_axis_name),
   )

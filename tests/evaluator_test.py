@@ -97,11 +97,11 @@ def test_results_have_every_key_with_finite_numbers(smoke_run):
   attributes = results['redescription_attributes']
   assert set(attributes) == {'real', 'generated'}
   for which, scores in attributes.items():
-    assert set(scores) == {'accuracy', 'count'}
-    for key in ('accuracy', 'count'):
+    assert set(scores) == {'accuracy', 'count', 'stated'}
+    for key in ('accuracy', 'count', 'stated'):
       assert set(scores[key]) == set(redescription_attributes.ATTRIBUTES), (which, key)
     for a, n in scores['count'].items():
-      assert n > 0 and 0 <= scores['accuracy'][a] <= 1, (which, a)
+      assert n > 0 and 0 <= scores['accuracy'][a] <= scores['stated'][a] <= 1, (which, a)
   # Real: every image's background, object attributes of the same one-object scenes;
   # generated: scored where the input caption states it, as the oracle's counts.
   real_counts = attributes['real']['count']

@@ -128,6 +128,19 @@ def test_score_real_images_by_hand():
       a: acc for a, (acc, _) in got.items()}
 
 
+def test_stated_fraction_by_hand():
+  parsed = [ra.parse(c) for c in REDESCRIPTIONS]
+  # Real: object attributes of images 0, 1, 3 (one object); background of all four.
+  assert ra.stated_fraction(parsed, NUM_OBJECTS) == {
+      'shape': pytest.approx(2 / 3), 'color': pytest.approx(2 / 3),
+      'size': pytest.approx(1 / 3), 'position': pytest.approx(1 / 3), 'background': 0.5}
+  sources = ['a red circle', 'a blue star at the top', 'a pink ring left of a green star',
+             'a brown heart']
+  got = ra.stated_fraction(parsed, NUM_OBJECTS, sources)
+  assert got['shape'] == pytest.approx(2 / 3) and got['position'] == 0.0
+  assert np.isnan(got['size']) and np.isnan(got['background'])  # No source states them.
+
+
 def test_score_generated_images_by_hand():
   sources = ['a red circle',  # Shape and colour.
              'a small blue star at the top on a black background',  # Everything.
@@ -163,8 +176,10 @@ def test_eval_glue_decodes_and_follows_the_sample_plan():
   got = eval_protocol.redescription_attribute_scores(
       vocab, [encode(c) for c in REDESCRIPTIONS], [encode(c) for c in generated],
       records, plan)
-  assert got['real'] == ra.score([ra.parse(c) for c in REDESCRIPTIONS], LABELS,
-                                 NUM_OBJECTS)
+  parsed = [ra.parse(c) for c in REDESCRIPTIONS]
+  assert got['real'] == (ra.score(parsed, LABELS, NUM_OBJECTS),
+                         ra.stated_fraction(parsed, NUM_OBJECTS))
+  got = {k: scores for k, (scores, _) in got.items()}
   # Scored (the input captions): shape and colour of samples 0 1 3 4 5, size and
   # position of 0 and 4 (image 0's caption), the background never.
   # Right: sample 0 everything; 1 and 5 ('a blue square' of the blue star) colour.

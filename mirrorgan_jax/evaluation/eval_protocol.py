@@ -111,7 +111,7 @@ def oracle_scores(predictions: dict[str, np.ndarray],
 def redescription_attribute_scores(
     vocab: vocab_lib.Vocabulary, real: Sequence[Sequence[int]],
     generated: Sequence[Sequence[int]], records: oracle_training.TestRecords,
-    plan: SamplePlan) -> dict[str, dict[str, tuple[float, int]]]:
+    plan: SamplePlan) -> dict[str, tuple[dict[str, tuple[float, int]], dict[str, float]]]:
   """Attribute accuracy of the redescriptions of the real eval images and samples.
 
   Args:
@@ -121,18 +121,19 @@ def redescription_attribute_scores(
     records: the eval split's captions and labels.
     plan: eval image and caption of each sample.
   Returns:
-    {'real' | 'generated': {attribute: (accuracy, n)}}: `redescription_attributes
-    .score`, the samples scored against their eval image's labels where their
-    input caption states the attribute.
+    {'real' | 'generated': ({attribute: (accuracy, n)}, {attribute: stated
+    fraction})}: `redescription_attributes.score` and `.stated_fraction`, the
+    samples scored against their eval image's labels where their input caption
+    states the attribute.
   """
-  def parsed(rows):
-    return [redescription_attributes.parse(vocab.decode(ids)) for ids in rows]
-
+  ra = redescription_attributes
   captions, labels, num_objects = _planned(records, plan)
-  return {'real': redescription_attributes.score(parsed(real), records.labels,
-                                                 records.num_objects),
-          'generated': redescription_attributes.score(parsed(generated), labels,
-                                                      num_objects, captions)}
+  out = {}
+  for name, rows, args in (('real', real, (records.labels, records.num_objects)),
+                           ('generated', generated, (labels, num_objects, captions))):
+    parsed = [ra.parse(vocab.decode(ids)) for ids in rows]
+    out[name] = (ra.score(parsed, *args), ra.stated_fraction(parsed, *args[1:]))
+  return out
 
 
 def flat_scalars(results: dict[str, Any], prefix: str = '') -> dict[str, float]:

@@ -477,7 +477,9 @@ def evaluate(config: ml_collections.ConfigDict | None,
   results['oracle'] = None if oracle is None else _oracle_results(
       plan, real, generated, records, oracle_artifact)
   results['redescription_attributes'] = None if records is None else {
-      k: _accuracy_results(v) for k, v in protocol.redescription_attribute_scores(
+      k: {**_accuracy_results(scores), 'stated': {a: _finite_or_none(f)
+                                                 for a, f in stated.items()}}
+      for k, (scores, stated) in protocol.redescription_attribute_scores(
           model.vocab, real.redescriptions, generated.redescriptions, records,
           plan).items()}
   results['protocol'] = _protocol_notes(config)

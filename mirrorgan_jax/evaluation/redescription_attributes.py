@@ -157,6 +157,25 @@ def score(parsed: Sequence[Parsed], labels: Mapping[str, np.ndarray],
   return oracle_training.accuracy(predictions, labels, mask)
 
 
+def stated_fraction(parsed: Sequence[Parsed], num_objects: np.ndarray,
+                    source_captions: Sequence[str] | None = None) -> dict[str, float]:
+  """{attribute: fraction of the scored redescriptions that state it} (NaN: none scored).
+
+  With `score`'s strict accuracy (unstated = wrong), accuracy / stated is the
+  accuracy of what the captioner does say: a greedy caption of a one-object
+  image may leave out the background or the position, which some true
+  captions do too. Arguments as `score`.
+  """
+  num_objects = np.asarray(num_objects)
+  mask = (oracle_training.real_mask(num_objects) if source_captions is None
+          else oracle_training.mention_mask(source_captions, num_objects))
+  out = {}
+  for a in ATTRIBUTES:
+    said = np.array([p[a] is not None for p in parsed], bool)[mask[a]]
+    out[a] = float(said.mean()) if said.size else float('nan')
+  return out
+
+
 def attribute_accuracy(captions: Sequence[str], labels: Mapping[str, np.ndarray],
                        num_objects: np.ndarray,
                        source_captions: Sequence[str] | None = None

@@ -23,6 +23,9 @@ def get_config(arg=None):
   c.model.image_encoder.backbone = 'small_cnn'
   c.model.image_encoder.input_size = 64
   c.model.image_encoder.small_cnn_features = (32, 64, 128)
+  # A spatial mean forgets where the object is; flattened, R-precision top-1 after
+  # 2 epochs rose from 0.556 (1 epoch, mean) to 0.83.
+  c.model.image_encoder.small_cnn_pooling = 'flatten'
   c.model.image_encoder.train_backbone = True  # No pretrained weights: train from scratch.
   c.model.generator.ngf = 8  # 16 doubles the GAN step time on CPU.
   c.model.generator.z_dim = 32
@@ -32,16 +35,21 @@ def get_config(arg=None):
   c.model.discriminator.ndf = 16
   c.model.captioner.backbone = 'small_cnn'
   c.model.captioner.input_size = 64
-  c.model.captioner.small_cnn_features = (32, 64, 128)
+  # Four stride-2 layers (receptive field 31 px, a 4x4 map) flattened, and the image
+  # at every decoder step: greedy redescriptions of real test images then name the
+  # colour (0.87 vs 0.11 before), position (0.998 vs 0.16) and size (0.81 vs 0.48).
+  c.model.captioner.small_cnn_features = (32, 64, 128, 128)
+  c.model.captioner.small_cnn_pooling = 'flatten'
+  c.model.captioner.image_every_step = True
   c.model.captioner.train_backbone = True
   c.model.captioner.feature_dim = 128
   c.model.captioner.embed_dim = 64
   c.model.captioner.hidden_size = 128
 
   c.damsm.batch_size = 32  # The word loss costs B^2: 32 halves an epoch vs 64.
-  c.damsm.num_epochs = 1
+  c.damsm.num_epochs = 2  # R-precision top-1 0.69 after 1 epoch, 0.83 after 2 (0.82 after 3).
   c.stream.batch_size = 64
-  c.stream.num_epochs = 2
+  c.stream.num_epochs = 4  # Test loss 1.31 -> 0.99 from epoch 1 to 4, still falling.
   c.train.batch_size = 32
   c.train.num_epochs = 2  # 1,250 GAN steps.
   c.train.log_every_steps = 50

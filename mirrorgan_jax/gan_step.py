@@ -235,8 +235,9 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
         config.loss.kl_weight)
     aux.update({k: g_aux[k] for k in ('caption_ce', 'kl')})
     # How strongly the caption reaches G: CA mean against the CA noise's scale.
-    aux['ca/mu_rms'] = jnp.sqrt(jnp.mean(jnp.square(mu)))
-    aux['ca/sigma_rms'] = jnp.sqrt(jnp.mean(jnp.exp(logvar)))
+    # Mean squares here; the square roots after the device mean (global rms).
+    aux['ca/mu_rms'] = jnp.mean(jnp.square(mu))
+    aux['ca/sigma_rms'] = jnp.mean(jnp.exp(logvar))
     return total, (aux, stats)
 
   with jax.named_scope('STREAM_real'):  # The level generated images should reach.
@@ -266,7 +267,10 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
              'd_grad_norm': optax.global_norm(d_grads),
              'g_learning_rate': jnp.asarray(config.optim.g_learning_rate),
              'd_learning_rate': jnp.asarray(config.optim.d_learning_rate)}
-  return new_state, _mean(metrics, axis_name)
+  metrics = _mean(metrics, axis_name)
+  for key in ('ca/mu_rms', 'ca/sigma_rms'):
+    metrics[key] = jnp.sqrt(metrics[key])
+  return new_state, metrics
 
 
 def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,

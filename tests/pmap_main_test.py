@@ -1,12 +1,13 @@
-"""`main` end to end on 8 simulated devices: pmap equals jit, and pmap resumes.
+"""`main` end to end on 8 simulated devices under pmap equals the jit run, and resumes.
 
-Each run is a subprocess (the device count is fixed when JAX starts). The runs
-reuse the shared smoke run's pretrained DAMSM, STREAM and oracle artifacts and
-train the GAN; they share a persistent compilation cache, so the resumed run does
-not compile again. Evaluation does not depend on `parallel.mode` (it splits
-batches over the local devices); the pmap checkpoint is evaluated in this
-process and compared with the shared smoke run's evaluation (one device, jit,
-same global batch).
+The pmap run is a subprocess (the device count is fixed when JAX starts). It
+reuses the shared smoke run's pretrained DAMSM, STREAM and oracle artifacts and
+trains the GAN; its logged losses, final generator and evaluation are compared
+with the shared smoke run (jit, same global batch; `tests/multi_device_check.py`
+shows jit on 8 devices equals one device step by step). The resumed run shares a
+persistent compilation cache with the first, so it does not compile again.
+Evaluation does not depend on `parallel.mode` (it splits batches over the local
+devices); the pmap checkpoint is evaluated in this process.
 """
 
 import json
@@ -60,19 +61,18 @@ def _assert_trees_close(a, b):
 
 @pytest.fixture(scope='module')
 def runs(smoke_run, tmp_path_factory):
-  """GAN workdirs trained under jit and under pmap on 8 devices, same global batch."""
-  out = {'cache': tmp_path_factory.mktemp('compilation_cache')}
-  for mode in ('jit', 'pmap'):
-    out[mode] = _pretrained_copy(smoke_run, tmp_path_factory.mktemp(mode))
-    _main(out[mode], smoke_run.data_dir, mode, out['cache'])
+  """The GAN trained under pmap on 8 devices, beside the shared (jit) smoke run."""
+  out = {'cache': tmp_path_factory.mktemp('compilation_cache'), 'jit': smoke_run.workdir}
+  out['pmap'] = _pretrained_copy(smoke_run, tmp_path_factory.mktemp('pmap'))
+  _main(out['pmap'], smoke_run.data_dir, 'pmap', out['cache'])
   return out
 
 
 def test_pmap_logs_the_jit_losses(runs):
   jit, pmap = (conftest.logged_scalars(runs[m] / 'gan') for m in ('jit', 'pmap'))
-  assert set(jit) == set(pmap)
-  losses = [k for k in jit if k[1] in ('train/g_loss', 'train/d_loss', 'train/caption_ce')]
-  assert len(losses) >= 6  # Three losses, logged at two steps at least.
+  losses = [k for k in jit if k[1] in ('train/g_loss', 'train/d_loss', 'train/caption_ce',
+                                       'train/ca/mu_rms', 'train/caption_ce_real')]
+  assert len(losses) >= 10 and set(losses) <= set(pmap)
   np.testing.assert_allclose([pmap[k] for k in losses], [jit[k] for k in losses],
                              rtol=1e-4)
 

@@ -29,6 +29,8 @@ from mirrorgan_jax import oracle_training
 from mirrorgan_jax import parallel
 from mirrorgan_jax import sampling
 from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.evaluation import redescription_attributes
 from mirrorgan_jax.models import factory
 
@@ -88,16 +90,15 @@ class SemanticProbe:
     self.eps = jax.random.normal(eps_key, (num, g.condition_dim))
     self.models, self.frozen, self.vocab, self.pmap = models, frozen, vocab, pmap
     self.max_len = config.model.captioner.max_decode_len
-    self.real_images = self._real_images(eval_batches, num)
+    key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
+    self.real_images = self._real_images(eval_batches, key, num)
     self.real_written = False
 
   @staticmethod
-  def _real_images(eval_batches, num: int) -> np.ndarray:
-    """The first `num` real test images, in test-record order."""
+  def _real_images(eval_batches, key: str, num: int) -> np.ndarray:
+    """The first `num` real test images (final stage size), in test-record order."""
     images, have = [], 0
     for batch in eval_batches:
-      key = max((k for k in batch if k.startswith('image_')),
-                key=lambda k: int(k.split('_')[1]))
       keep = batch[key][batch['mask'].astype(bool)] if 'mask' in batch else batch[key]
       images.append(keep)
       have += len(keep)

@@ -22,9 +22,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope='session')
 def golden_dir() -> pathlib.Path:
-  """The reference tensors, from $MIRRORGAN_GOLDEN_DIR (default ../shared/golden)."""
-  path = pathlib.Path(os.environ.get(
-      'MIRRORGAN_GOLDEN_DIR', ROOT.parent / 'shared' / 'golden'))
+  """The reference tensors, from $MIRRORGAN_GOLDEN_DIR (default tests/golden)."""
+  path = pathlib.Path(os.environ.get('MIRRORGAN_GOLDEN_DIR', ROOT / 'tests' / 'golden'))
   if not path.is_dir():
     pytest.fail(f'golden tensors not found at {path}; set MIRRORGAN_GOLDEN_DIR')
   return path

@@ -42,7 +42,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.image_encoder.backbone = 'inception_v3'  # 'inception_v3' (ref) or 'small_cnn'.
   c.model.image_encoder.input_size = 299  # Images are resized to this before the CNN (ref 299).
   c.model.image_encoder.small_cnn_features = (32, 64, 128, 256)  # Widths of the small CNN.
-  c.model.image_encoder.small_cnn_pooling = 'mean'  # Small CNN global feature: 'mean' (as ref avg pool) or 'flatten'.
+  c.model.image_encoder.small_cnn_pooling = 'mean'  # Small CNN global feature: 'mean' (as ref avg pool), 'flatten' or 'max_flatten'.
+  c.model.image_encoder.small_cnn_downsample = 'stride'  # Small CNN: 'stride' (stride-2 convs) or 'maxpool'.
   c.model.image_encoder.train_backbone = False  # Ref: ImageNet Inception frozen; True to train it.
 
   c.model.generator = ml_collections.ConfigDict()
@@ -63,7 +64,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.captioner.backbone = 'resnet152'  # 'resnet152' (ref) or 'small_cnn'.
   c.model.captioner.input_size = 224  # Generated image resized to this for STREAM (ref 224).
   c.model.captioner.small_cnn_features = (32, 64, 128, 256)  # Widths of the small CNN.
-  c.model.captioner.small_cnn_pooling = 'mean'  # Small CNN global feature: 'mean' (as ref avg pool) or 'flatten'.
+  c.model.captioner.small_cnn_pooling = 'mean'  # Small CNN global feature: 'mean' (as ref avg pool), 'flatten' or 'max_flatten'.
+  c.model.captioner.small_cnn_downsample = 'stride'  # Small CNN: 'stride' (stride-2 convs) or 'maxpool'.
   c.model.captioner.train_backbone = False  # Ref: ImageNet ResNet frozen while pretraining STREAM.
   c.model.captioner.image_every_step = False  # Image feature added to every word input (ref: first step only).
   c.model.captioner.feature_dim = 256  # Image feature fed as the first LSTM input (ref 256).

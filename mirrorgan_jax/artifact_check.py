@@ -10,6 +10,16 @@ from typing import Any, Iterable
 import ml_collections
 
 
+# Fields added after the first artifacts were written, with the value they had
+# before they existed: an artifact (or a config.json) without one used it.
+ADDED_FIELD_DEFAULTS = {'small_cnn_pooling': 'mean', 'small_cnn_downsample': 'stride',
+                        'image_every_step': False}
+
+
+def _field(section: Any, name: str) -> Any:
+  return section.get(name, ADDED_FIELD_DEFAULTS.get(name))
+
+
 def _comparable(value: Any) -> Any:
   """JSON turns tuples into lists; compare both as lists."""
   return list(value) if isinstance(value, (list, tuple)) else value
@@ -22,8 +32,8 @@ def check_architecture(meta: dict, config: ml_collections.ConfigDict,
   Args:
     meta: the artifact's metadata; `meta['model'][net]` records each network.
     config: the run's config; `config.model[net]` is compared.
-    fields: {net: architecture field names}; `small_cnn_features` counts only
-      when the config's backbone is 'small_cnn'.
+    fields: {net: architecture field names}; the `small_cnn_*` fields count
+      only when the config's backbone is 'small_cnn'.
     path: the artifact (for messages).
     kind: what the artifact is, e.g. 'DAMSM' (for messages).
   """
@@ -35,11 +45,11 @@ def check_architecture(meta: dict, config: ml_collections.ConfigDict,
                        f'{kind} artifact')
     want = config.model[net]
     for name in names:
-      if name == 'small_cnn_features' and want.get('backbone') != 'small_cnn':
+      if name.startswith('small_cnn_') and want.get('backbone') != 'small_cnn':
         continue
-      if _comparable(recorded[net].get(name)) != _comparable(want[name]):
-        diffs.append(f'model.{net}.{name}: artifact {recorded[net].get(name)!r}, '
-                     f'config {want[name]!r}')
+      have, asked = _field(recorded[net], name), _field(want, name)
+      if _comparable(have) != _comparable(asked):
+        diffs.append(f'model.{net}.{name}: artifact {have!r}, config {asked!r}')
   if diffs:
     raise ValueError(
         f'the {kind} artifact {path} was built with other networks than the config: '

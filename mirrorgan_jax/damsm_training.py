@@ -71,7 +71,8 @@ NUM_ATTENTION_IMAGES = 6  # Test images in the word-attention summary.
 # Config fields that shape the weights or the features; the others (dropout,
 # train_backbone) may differ between the artifact and the run that loads it.
 ARCHITECTURE_FIELDS = {TEXT: ('embedding_dim', 'hidden_size'),
-                       IMAGE: ('backbone', 'input_size', 'small_cnn_features')}
+                       IMAGE: ('backbone', 'input_size', 'small_cnn_features',
+                               'small_cnn_pooling', 'small_cnn_downsample')}
 _TRAIN_KEYS = ('caption_ids', 'caption_len', 'class_id')
 _EVAL_KEYS = _TRAIN_KEYS + ('all_caption_ids', 'all_caption_len', 'mask')
 

@@ -61,8 +61,9 @@ ARTIFACT_KEY = 'captioner'  # The artifact's variables are {ARTIFACT_KEY: {...}}
 NUM_SAMPLES = 8  # Test images whose redescriptions are written each evaluation.
 # `model.captioner` fields that shape the weights; the others (train_backbone,
 # decoding lengths) may differ between the artifact and the run that loads it.
-ARCHITECTURE_FIELDS = ('backbone', 'input_size', 'small_cnn_features', 'feature_dim',
-                       'embed_dim', 'hidden_size')
+ARCHITECTURE_FIELDS = ('backbone', 'input_size', 'small_cnn_features', 'small_cnn_pooling',
+                       'small_cnn_downsample', 'feature_dim', 'embed_dim', 'hidden_size',
+                       'image_every_step')
 _TRAIN_KEYS = ('caption_ids', 'caption_len')
 _EVAL_KEYS = ('caption_ids', 'caption_len', 'all_caption_ids', 'all_caption_len', 'mask')
 

@@ -22,6 +22,7 @@ from tests.inception_test import torchvision_inception_shapes
 from tests.resnet_test import count_flax
 from tests.resnet_test import np_batch_norm
 from tests.resnet_test import np_conv2d
+from tests.resnet_test import np_max_pool
 from tests.resnet_test import random_state_dict
 from tests.resnet_test import relu
 
@@ -106,7 +107,7 @@ def test_converter_places_every_entry():
     vision.image_encoder_from_torch(bad)
 
 
-def _np_small_encoder(x, variables, train, pooling='mean'):
+def _np_small_encoder(x, variables, train, pooling='mean', downsample='stride'):
   """SmallCNN + head in numpy NCHW, from the Flax variables."""
   p, s = variables['params'], variables.get('batch_stats', {})
   for i in range(len(SMALL['small_cnn_features'])):
@@ -115,29 +116,37 @@ def _np_small_encoder(x, variables, train, pooling='mean'):
     bn = {f'b.{k}': np.asarray(v, np.float64) for k, v in
           {'weight': bn_p['scale'], 'bias': bn_p['bias'],
            'running_mean': bn_s['mean'], 'running_var': bn_s['var']}.items()}
-    x = relu(np_batch_norm(np_conv2d(x, w, 2, (1, 1)), bn, 'b', 1e-5, train))
+    stride = 2 if downsample == 'stride' else 1
+    x = relu(np_batch_norm(np_conv2d(x, w, stride, (1, 1)), bn, 'b', 1e-5, train))
+    if downsample == 'maxpool':
+      x = np_max_pool(x, 2, 2)
   w = np.asarray(p['emb_features']['kernel'], np.float64).transpose(3, 2, 0, 1)
   regions = np_conv2d(x, w).transpose(0, 2, 3, 1)
   # 'flatten' reads the map in NHWC order: row, column, then channel.
-  pooled = x.mean(axis=(2, 3)) if pooling == 'mean' else x.transpose(0, 2, 3, 1).reshape(
-      len(x), -1)
+  flat = x.transpose(0, 2, 3, 1).reshape(len(x), -1)
+  pooled = {'mean': x.mean(axis=(2, 3)), 'flatten': flat,
+            'max_flatten': np.concatenate([x.max(axis=(2, 3)), flat], axis=1)}[pooling]
   code = pooled @ np.asarray(p['emb_cnn_code']['kernel']) + np.asarray(
       p['emb_cnn_code']['bias'])
   return regions, code
 
 
-@pytest.mark.parametrize('train,pooling', [(False, 'mean'), (True, 'mean'),
-                                            (False, 'flatten')])
-def test_small_cnn_encoder_matches_numpy(train, pooling):
-  model, variables = _small_encoder_and_vars(seed=1, small_cnn_pooling=pooling)
-  # 'flatten': the code reads the whole 4x4x6 map (96 inputs), not its mean (6).
+@pytest.mark.parametrize('train,pooling,downsample', [
+    (False, 'mean', 'stride'), (True, 'mean', 'stride'), (False, 'flatten', 'stride'),
+    (True, 'flatten', 'maxpool'), (False, 'max_flatten', 'maxpool')])
+def test_small_cnn_encoder_matches_numpy(train, pooling, downsample):
+  model, variables = _small_encoder_and_vars(seed=1, small_cnn_pooling=pooling,
+                                             small_cnn_downsample=downsample)
+  # 'flatten': the code reads the whole 4x4x6 map (96 inputs), not its mean (6);
+  # 'max_flatten' the 6 maxima too.
   assert variables['params']['emb_cnn_code']['kernel'].shape == (
-      (6 if pooling == 'mean' else 96), 5)
+      {'mean': 6, 'flatten': 96, 'max_flatten': 102}[pooling], 5)
   x = _images((3, 16, 16, 3), seed=2)
   apply = functools.partial(model.apply, train=train, mutable=['batch_stats'])
   (regions, code), _ = jax.jit(apply)(variables, x)
   want_regions, want_code = _np_small_encoder(
-      np.asarray(x, np.float64).transpose(0, 3, 1, 2), variables, train, pooling)
+      np.asarray(x, np.float64).transpose(0, 3, 1, 2), variables, train, pooling,
+      downsample)
   assert regions.shape == (3, 4, 4, 5) and code.shape == (3, 5)  # 16 -> 8 -> 4.
   np.testing.assert_allclose(regions, want_regions, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(code, want_code, rtol=1e-4, atol=1e-5)

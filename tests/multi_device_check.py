@@ -1,4 +1,4 @@
-"""Runs two GAN steps on one device and on 8 devices (jit Mesh or pmap); prints JSON diffs.
+"""Runs two GAN steps on one device and on 8 devices (jit Mesh and pmap); prints JSON diffs.
 
 Run with XLA_FLAGS=--xla_force_host_platform_device_count=8 (tests/gan_step_test.py).
 """
@@ -16,20 +16,23 @@ from mirrorgan_jax.models import factory
 from tests import gan_fixtures
 
 
-def run(mode: str) -> dict:
-  config = gan_fixtures.smoke_config(**{'parallel.mode': mode})
-  batches = [gan_fixtures.random_batch(config, seed) for seed in range(2)]
-
-  # Reference: the same function on one device, no mesh, no collectives.
+def _reference(config, batches):
+  """The same steps on one device, no mesh, no collectives: (state, metrics)."""
   models = factory.create_models(config, gan_fixtures.VOCAB)
   frozen = gan_fixtures.random_frozen(config, models)
   single = jax.jit(functools.partial(gan_step._gan_step, config, models, None))
-  ref = gan_step.create_state(config, models, jax.random.PRNGKey(0))
+  state = gan_step.create_state(config, models, jax.random.PRNGKey(0))
   for b in batches:
-    ref, ref_metrics = single(ref, frozen, b)
+    state, metrics = single(state, frozen, b)
+  return jax.device_get((state, metrics))
 
+
+def _parallel(mode, batches):
+  """The steps through `make_train_step` in `mode` on every device: (state, metrics)."""
+  config = gan_fixtures.smoke_config(**{'parallel.mode': mode})
   axis = parallel.PMAP_AXIS if mode == 'pmap' else None
   models = factory.create_models(config, gan_fixtures.VOCAB, bn_axis_name=axis)
+  frozen = gan_fixtures.random_frozen(config, models)
   step = gan_step.make_train_step(config, models, frozen)
   state = step.place_state(gan_step.create_state(config, models, jax.random.PRNGKey(0)))
   for b in batches:
@@ -37,15 +40,24 @@ def run(mode: str) -> dict:
   assert all(np.ndim(v) == 0 for v in metrics.values()), 'metrics must be scalars'
   if mode == 'pmap':
     state = parallel.unreplicate(state)
+  return jax.device_get((state, metrics))
 
-  ref_metrics, metrics = jax.device_get((ref_metrics, metrics))
-  metric_diff = max(abs(float(ref_metrics[k]) - float(metrics[k])) for k in ref_metrics)
-  param_diff = max(
-      float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-      for a, b in zip(jax.tree.leaves(jax.device_get(ref)), jax.tree.leaves(jax.device_get(state))))
-  return {'mode': mode, 'devices': jax.device_count(), 'max_metric_diff': metric_diff,
-          'max_param_diff': param_diff}
+
+def run(modes) -> dict:
+  """{'devices': n, mode: {'max_metric_diff', 'max_param_diff'} for each mode}."""
+  config = gan_fixtures.smoke_config()
+  batches = [gan_fixtures.random_batch(config, seed) for seed in range(2)]
+  ref, ref_metrics = _reference(config, batches)
+  result = {'devices': jax.device_count()}
+  for mode in modes:
+    state, metrics = _parallel(mode, batches)
+    result[mode] = {
+        'max_metric_diff': max(abs(float(ref_metrics[k]) - float(metrics[k]))
+                               for k in ref_metrics),
+        'max_param_diff': max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                              for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(state)))}
+  return result
 
 
 if __name__ == '__main__':
-  print(json.dumps(run(sys.argv[1])))
+  print(json.dumps(run(sys.argv[1:] or ('jit', 'pmap'))))

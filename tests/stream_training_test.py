@@ -78,9 +78,13 @@ def test_load_captioner_config_check_names_fields(trained):
   other.model.captioner.hidden_size = 32
   other.model.captioner.embed_dim = 8
   other.model.captioner.beam_size = 5  # Not an architecture field: ignored.
+  other.model.captioner.image_every_step = False  # Same weights, other network.
+  other.model.captioner.small_cnn_downsample = 'maxpool'
   with pytest.raises(ValueError, match=r'hidden_size: artifact 16, config 32') as e:
     stream_training.load_captioner(path, other)
   assert 'embed_dim' in str(e.value) and 'beam_size' not in str(e.value)
+  assert 'image_every_step: artifact True, config False' in str(e.value)
+  assert "small_cnn_downsample: artifact 'stride', config 'maxpool'" in str(e.value)
   stream_training.load_captioner(path)  # Without a config: no check.
 
 

@@ -52,7 +52,8 @@ class CaptionEncoder(nn.Module):
     backbone: 'resnet152' or 'small_cnn'.
     input_size: images are resized to input_size^2 (reference 224).
     small_cnn_features: widths of the small CNN.
-    small_cnn_pooling: the small CNN's global feature, 'mean' or 'flatten'.
+    small_cnn_pooling: the small CNN's global feature (see small_cnn.POOLINGS).
+    small_cnn_downsample: how the small CNN halves its maps, 'stride' or 'maxpool'.
     resnet_stages: bottleneck blocks per stage of the ResNet (152 by default;
       tests use tiny ones).
     resnet_width: ResNet stem width (64).
@@ -67,6 +68,7 @@ class CaptionEncoder(nn.Module):
   input_size: int = 224
   small_cnn_features: Sequence[int] = (32, 64, 128, 256)
   small_cnn_pooling: str = 'mean'
+  small_cnn_downsample: str = 'stride'
   resnet_stages: Sequence[int] = resnet.RESNET152_STAGES
   resnet_width: int = 64
   freeze_backbone: bool = False
@@ -86,7 +88,8 @@ class CaptionEncoder(nn.Module):
                              name=image_encoder.BACKBONE)(x, train)
     elif self.backbone == 'small_cnn':
       _, pooled = small_cnn.SmallCNN(self.small_cnn_features, self.small_cnn_pooling,
-                                     dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                                     self.small_cnn_downsample, dtype=self.dtype,
+                                     bn_axis_name=self.bn_axis_name,
                                      name=image_encoder.BACKBONE)(x, train)
     else:
       raise ValueError(f"unknown captioner backbone {self.backbone!r}; "
@@ -199,6 +202,7 @@ class Captioner(nn.Module):
   input_size: int = 224
   small_cnn_features: Sequence[int] = (32, 64, 128, 256)
   small_cnn_pooling: str = 'mean'
+  small_cnn_downsample: str = 'stride'
   resnet_stages: Sequence[int] = resnet.RESNET152_STAGES
   resnet_width: int = 64
   freeze_backbone: bool = False
@@ -209,8 +213,9 @@ class Captioner(nn.Module):
   def setup(self):
     self.encoder = CaptionEncoder(
         self.feature_dim, self.backbone, self.input_size, self.small_cnn_features,
-        self.small_cnn_pooling, self.resnet_stages, self.resnet_width, self.freeze_backbone,
-        dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+        self.small_cnn_pooling, self.small_cnn_downsample, self.resnet_stages,
+        self.resnet_width, self.freeze_backbone, dtype=self.dtype,
+        bn_axis_name=self.bn_axis_name)
     self.decoder = CaptionDecoder(self.vocab_size, self.feature_dim, self.embed_dim,
                                   self.hidden_size, self.image_every_step,
                                   dtype=self.dtype)

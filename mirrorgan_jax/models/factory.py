@@ -37,7 +37,7 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
 
   Args:
     config: experiment config (`model` section). Options added after a run was
-      started (small-CNN pooling, image_every_step, initial_channels,
+      started (small-CNN pooling and downsampling, image_every_step, initial_channels,
       normalize_sentence) take
       their paper defaults when its saved config.json lacks them.
     vocab_size: words in the vocabulary (embedding and output layers).
@@ -57,6 +57,7 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
           input_size=m.image_encoder.input_size,
           small_cnn_features=tuple(m.image_encoder.small_cnn_features),
           small_cnn_pooling=m.image_encoder.get('small_cnn_pooling', 'mean'),
+          small_cnn_downsample=m.image_encoder.get('small_cnn_downsample', 'stride'),
           freeze_backbone=not m.image_encoder.train_backbone, dtype=dtype,
           bn_axis_name=bn_axis_name),
       generator=generator.Generator(
@@ -77,6 +78,7 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
           input_size=m.captioner.input_size,
           small_cnn_features=tuple(m.captioner.small_cnn_features),
           small_cnn_pooling=m.captioner.get('small_cnn_pooling', 'mean'),
+          small_cnn_downsample=m.captioner.get('small_cnn_downsample', 'stride'),
           image_every_step=m.captioner.get('image_every_step', False),
           feature_dim=m.captioner.feature_dim, embed_dim=m.captioner.embed_dim,
           hidden_size=m.captioner.hidden_size, dtype=dtype, bn_axis_name=bn_axis_name),

@@ -67,7 +67,8 @@ class ImageEncoder(nn.Module):
     backbone: 'inception_v3' or 'small_cnn'.
     input_size: images are resized to input_size^2 first (reference 299).
     small_cnn_features: widths of the small CNN (backbone 'small_cnn' only).
-    small_cnn_pooling: the small CNN's global feature, 'mean' or 'flatten'.
+    small_cnn_pooling: the small CNN's global feature (see small_cnn.POOLINGS).
+    small_cnn_downsample: how the small CNN halves its maps, 'stride' or 'maxpool'.
     freeze_backbone: put `stop_gradient` on the backbone's outputs, so no
       gradient is computed for the backbone (nor for the input images). Use it
       when the backbone is frozen and nothing needs gradients w.r.t. images.
@@ -79,6 +80,7 @@ class ImageEncoder(nn.Module):
   input_size: int = 299
   small_cnn_features: Sequence[int] = (32, 64, 128, 256)
   small_cnn_pooling: str = 'mean'
+  small_cnn_downsample: str = 'stride'
   freeze_backbone: bool = False
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
@@ -107,8 +109,8 @@ class ImageEncoder(nn.Module):
       local, pooled = out['mixed_6e'], out['pooled']
     elif self.backbone == 'small_cnn':
       local, pooled = small_cnn.SmallCNN(
-          self.small_cnn_features, self.small_cnn_pooling, dtype=self.dtype,
-          bn_axis_name=self.bn_axis_name, name=BACKBONE)(x, train)
+          self.small_cnn_features, self.small_cnn_pooling, self.small_cnn_downsample,
+          dtype=self.dtype, bn_axis_name=self.bn_axis_name, name=BACKBONE)(x, train)
     else:
       raise ValueError(f"unknown image encoder backbone {self.backbone!r}; "
                        "expected 'inception_v3' or 'small_cnn'")

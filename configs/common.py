@@ -106,6 +106,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.stream.batch_size = 128  # Global batch for captioner pretraining (ref tutorial 128).
   c.stream.num_epochs = 100  # Captioner epochs (not documented by the authors).
   c.stream.learning_rate = 1e-3  # Adam lr (ref 1e-3).
+  c.stream.lr_schedule = 'constant'  # 'constant' (ref) or 'cosine' (decayed to 0 over the phase).
   c.stream.init_checkpoint = ''  # Converted captioner to start from ('' = scratch).
 
   c.train = ml_collections.ConfigDict()

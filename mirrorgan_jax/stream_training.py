@@ -91,9 +91,26 @@ def backbone_frozen(config: ml_collections.ConfigDict) -> bool:
   return not config.model.captioner.train_backbone
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam on every parameter, or on all but the backbone when it is frozen."""
-  adam = optax.adam(config.stream.learning_rate)
+def learning_rate(config: ml_collections.ConfigDict,
+                  num_steps: int) -> float | optax.Schedule:
+  """`stream.learning_rate`, constant (reference) or cosine-decayed to 0 over the phase."""
+  schedule = config.stream.get('lr_schedule', 'constant')
+  if schedule == 'constant':
+    return config.stream.learning_rate
+  if schedule == 'cosine':
+    return optax.cosine_decay_schedule(config.stream.learning_rate, num_steps)
+  raise ValueError(f"stream.lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     num_steps: int) -> optax.GradientTransformation:
+  """Adam on every parameter, or on all but the backbone when it is frozen.
+
+  Args:
+    config: the run's config (`stream.*`, `model.captioner.train_backbone`).
+    num_steps: steps of the whole phase (the cosine schedule's length).
+  """
+  adam = optax.adam(learning_rate(config, num_steps))
   if not backbone_frozen(config):
     return adam
 
@@ -189,7 +206,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: captioner_lib.Capt
   Args:
     config: experiment config.
     model: the captioner (from `factory.create_models`).
-    tx: `create_optimizer(config)`.
+    tx: `create_optimizer(config, num_steps)`.
     mesh: device mesh (default: all devices).
   Returns:
     train_step(state, batch) -> (state, metrics), taking a host numpy batch
@@ -405,7 +422,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   _, eval_batches, info = input_pipeline.create_datasets(
       config, vocab, batch_size=batch_size)
   num_steps = config.stream.num_epochs * info.steps_per_epoch
-  tx = create_optimizer(config)
+  tx = create_optimizer(config, num_steps)
   train_step = make_train_step(config, model, tx, mesh)
   evaluator = Evaluator(config, model, vocab, eval_batches, workdir / 'stream', mesh)
 

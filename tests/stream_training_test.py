@@ -127,7 +127,7 @@ def test_frozen_backbone_is_bit_identical_and_head_trains(data):
   config = config.copy_and_resolve_references()
   config.model.captioner.train_backbone = False
   model = factory.create_models(config, len(vocab)).captioner
-  tx = stream_training.create_optimizer(config)
+  tx = stream_training.create_optimizer(config, num_steps=100)
   step = stream_training.make_train_step(config, model, tx)
   variables = stream_training.init_variables(config, model, vocab, jax.random.PRNGKey(0))
   before = _flat(variables)
@@ -177,7 +177,7 @@ def test_loss_falls_on_a_fixed_batch(data):
   config = config.copy_and_resolve_references()
   config.stream.learning_rate = 1e-2  # The tiny smoke decoder moves slowly at 1e-3.
   model = factory.create_models(config, len(vocab)).captioner
-  tx = stream_training.create_optimizer(config)
+  tx = stream_training.create_optimizer(config, num_steps=100)
   step = stream_training.make_train_step(config, model, tx)
   variables = stream_training.init_variables(config, model, vocab, jax.random.PRNGKey(0))
   state = step.place_state(stream_training.create_state(variables, tx))
@@ -204,3 +204,17 @@ def test_token_accuracy_by_hand():
   acc = stream_training.token_accuracy(logits, targets, lengths)
   assert float(acc) == pytest.approx(3 / 5)
   assert float(stream_training.token_accuracy(logits, targets, jnp.array([0, 0]))) == 0.0
+
+
+def test_learning_rate_constant_or_cosine(data):
+  config = data[0].copy_and_resolve_references()
+  config.stream.learning_rate = 3e-3
+  assert stream_training.learning_rate(config, 100) == 3e-3  # Reference: constant.
+  config.stream.lr_schedule = 'cosine'
+  schedule = stream_training.learning_rate(config, 100)
+  # 3e-3 * (1 + cos(pi * t / 100)) / 2 at t = 0, 50, 100.
+  np.testing.assert_allclose([schedule(0), schedule(50), schedule(100)],
+                             [3e-3, 1.5e-3, 0.0], atol=1e-9)
+  config.stream.lr_schedule = 'linear'
+  with pytest.raises(ValueError, match="'constant' or 'cosine'"):
+    stream_training.learning_rate(config, 100)

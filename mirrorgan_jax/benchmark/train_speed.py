@@ -298,7 +298,7 @@ def _measure_damsm(config, models, vocab_size, mesh, rng, steps, warmup) -> Meas
 
 def _measure_stream(config, models, vocab_size, mesh, rng, steps,
                     warmup) -> Measurement:
-  tx = stream_training.create_optimizer(config)
+  tx = stream_training.create_optimizer(config, steps + warmup)
   train_step = stream_training.make_train_step(config, models.captioner, tx, mesh)
   vocab = synthetic_vocabulary(vocab_size)
   state = _init(lambda key: stream_training.create_state(

@@ -54,8 +54,6 @@ _PROFILER_PORT = flags.DEFINE_integer(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 VOCAB_FILE = 'vocab.json'
-ORACLE_DATASET = 'captioned_shapes'  # The only dataset with ground-truth attributes.
-
 
 def resolve_vocabulary(config, workdir: epath.Path) -> vocab_lib.Vocabulary:
   """The run's vocabulary: the DAMSM artifact's, else the workdir's, else built.
@@ -78,9 +76,9 @@ def run(config, workdir: epath.Path, mode: str) -> None:
   """Runs the phases of `mode` in order (see the module docstring)."""
   if mode not in MODES:
     raise ValueError(f'unknown mode {mode!r}; choose one of {", ".join(MODES)}')
-  has_oracle = config.data.name == ORACLE_DATASET
+  has_oracle = config.data.name == oracle_training.DATASET
   if mode == 'oracle' and not has_oracle:
-    raise ValueError(f'--mode oracle needs data.name {ORACLE_DATASET!r} (the oracle '
+    raise ValueError(f'--mode oracle needs data.name {oracle_training.DATASET!r} (the oracle '
                      'learns its ground-truth attribute labels); this config has '
                      f'{config.data.name!r}')
   workdir.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,7 @@ from mirrorgan_jax.models import oracle as oracle_lib
 ATTRIBUTES = oracle_lib.ATTRIBUTES
 OracleClassifier = oracle_lib.OracleClassifier  # What `load_oracle` returns.
 OBJECT_ATTRIBUTES = oracle_lib.OBJECT_ATTRIBUTES
+DATASET = 'captioned_shapes'  # The only dataset with ground-truth attributes.
 ARTIFACT_KEY = 'oracle'  # The artifact's variables are {ARTIFACT_KEY: {...}}.
 ARCHITECTURE_FIELDS = ('image_size', 'features')  # `config.oracle` fields of the weights.
 Batch = dict[str, np.ndarray]

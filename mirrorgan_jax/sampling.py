@@ -171,8 +171,32 @@ def redescription_ids(captioner: nn.Module, variables: Any, images: jax.Array,
   return captioner_lib.greedy_decode(captioner, variables, images, max_len)
 
 
-_redescribe_batch = jax.jit(redescription_ids,
-                            static_argnames=('captioner', 'beam_size', 'max_len'))
+redescribe_batch = jax.jit(redescription_ids,
+                           static_argnames=('captioner', 'beam_size', 'max_len'))
+
+
+def generate_and_redescribe(generator: nn.Module, text_encoder: nn.Module,
+                            captioner: nn.Module, variables: dict[str, Any],
+                            ids: jax.Array, lengths: jax.Array, z: jax.Array,
+                            eps: jax.Array, *, beam_size: int, max_len: int
+                            ) -> tuple[dict, jax.Array, jax.Array]:
+  """Samples of captions and STREAM's captions of the final-stage samples (pure).
+
+  Args:
+    generator, text_encoder, captioner: the modules; `variables` holds their
+      variables under 'generator', 'text_encoder' and 'captioner'.
+    ids, lengths, z, eps: as `generate`.
+    beam_size, max_len: as `redescription_ids`.
+  Returns:
+    (`generate`'s output with the final stage's images in float32 last,
+    redescription ids int32 [B, max_len], their lengths int32 [B]).
+  """
+  out = generate(generator, text_encoder, variables['generator'],
+                 variables['text_encoder'], ids, lengths, z, eps)
+  out['images'][-1] = out['images'][-1].astype(jnp.float32)
+  words, counts = redescription_ids(captioner, variables['captioner'], out['images'][-1],
+                                    beam_size, max_len)
+  return out, words, counts
 
 
 def _map_batches(fn, rows: dict[str, np.ndarray], batch_size: int) -> Any:
@@ -223,7 +247,7 @@ def redescribe(trained: Any, images: np.ndarray, batch_size: int | None = None
   c = trained.config.model.captioner
   variables = jax.device_put(trained.frozen.captioner)
   out = _map_batches(
-      lambda batch: _redescribe_batch(trained.models.captioner, variables,
+      lambda batch: redescribe_batch(trained.models.captioner, variables,
                                       batch['images'], beam_size=c.beam_size,
                                       max_len=c.max_decode_len)[0],
       {'images': images}, _batch_size(trained.config, batch_size))
@@ -270,10 +294,9 @@ def _sample_batch(generator: nn.Module, text_encoder: nn.Module, captioner: nn.M
             jax.random.normal(eps_key, (generator.condition_dim,)))
 
   z, eps = jax.vmap(noise)(batch['sample'])
-  out = generate(generator, text_encoder, variables['generator'],
-                 variables['text_encoder'], batch['ids'], batch['lengths'], z, eps)
-  ids, _ = redescription_ids(captioner, variables['captioner'], out['images'][-1],
-                             beam_size, max_len)
+  out, ids, _ = generate_and_redescribe(generator, text_encoder, captioner, variables,
+                                        batch['ids'], batch['lengths'], z, eps,
+                                        beam_size=beam_size, max_len=max_len)
   return {**out, 'redescription_ids': ids}
 
 

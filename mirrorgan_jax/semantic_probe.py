@@ -15,7 +15,6 @@ It needs the oracle artifact (`--mode oracle`, run before the GAN by
 `--mode all`); without it the probe is off and says so once.
 """
 
-import functools
 from typing import Any
 
 from absl import logging
@@ -34,23 +33,9 @@ from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.evaluation import redescription_attributes
 from mirrorgan_jax.models import factory
 
-ORACLE_DATASET = 'captioned_shapes'
-
-
-@functools.partial(jax.jit, static_argnames=('generator', 'text_encoder', 'captioner',
-                                               'max_len'))
-def _samples_and_redescriptions(variables, ids, lengths, z, eps, *, generator,
-                                text_encoder, captioner, max_len):
-  images = sampling.generate(generator, text_encoder, variables['generator'],
-                             variables['text_encoder'], ids, lengths, z, eps)['images'][-1]
-  words, counts = sampling.redescription_ids(captioner, variables['captioner'], images, 1,
-                                             max_len)
-  return images, words, counts
-
-
-@functools.partial(jax.jit, static_argnames=('captioner', 'max_len'))
-def _redescriptions(variables, images, *, captioner, max_len):
-  return sampling.redescription_ids(captioner, variables, images, 1, max_len)
+_generate_and_redescribe = jax.jit(
+    sampling.generate_and_redescribe,
+    static_argnames=('generator', 'text_encoder', 'captioner', 'beam_size', 'max_len'))
 
 
 def _decode(vocab: vocab_lib.Vocabulary, ids: np.ndarray, counts: np.ndarray) -> list[str]:
@@ -68,7 +53,7 @@ class SemanticProbe:
                frozen: Any, vocab: vocab_lib.Vocabulary, workdir: epath.Path,
                eval_batches, pmap: bool = False):
     num = config.train.probe_samples
-    self.enabled = num > 0 and config.data.name == ORACLE_DATASET
+    self.enabled = num > 0 and config.data.name == oracle_training.DATASET
     path = oracle_training.artifact_dir(workdir)
     if self.enabled and not path.exists():
       logging.warning('Semantic probe off: no oracle artifact at %s (run --mode oracle).',
@@ -126,16 +111,16 @@ class SemanticProbe:
                                'batch_stats': state.g_batch_stats},
                  'text_encoder': self.frozen.text_encoder,
                  'captioner': self.frozen.captioner}
-    images, ids, counts = jax.device_get(_samples_and_redescriptions(
+    out, ids, counts = jax.device_get(_generate_and_redescribe(
+        self.models.generator, self.models.text_encoder, self.models.captioner,
         variables, jnp.asarray(self.ids), jnp.asarray(self.lengths), self.z, self.eps,
-        generator=self.models.generator, text_encoder=self.models.text_encoder,
-        captioner=self.models.captioner, max_len=self.max_len))
-    scalars = self._accuracies(np.asarray(images), _decode(self.vocab, ids, counts),
-                               self.captions)
+        beam_size=1, max_len=self.max_len))
+    scalars = self._accuracies(np.asarray(out['images'][-1]),
+                               _decode(self.vocab, ids, counts), self.captions)
     if not self.real_written:
-      real_ids, real_counts = jax.device_get(_redescriptions(
-          self.frozen.captioner, jnp.asarray(self.real_images),
-          captioner=self.models.captioner, max_len=self.max_len))
+      real_ids, real_counts = jax.device_get(sampling.redescribe_batch(
+          self.models.captioner, self.frozen.captioner, jnp.asarray(self.real_images),
+          beam_size=1, max_len=self.max_len))
       scalars.update(self._accuracies(self.real_images,
                                       _decode(self.vocab, real_ids, real_counts), None))
       self.real_written = True

@@ -128,15 +128,13 @@ def _generated_step(variables, caption_ids, caption_len, sample_ids, key, *, gen
                     text_encoder, image_encoder, captioner, max_len, beam_size):
   """Final-stage samples [B, S, S, 3] float32, their DAMSM codes and redescriptions."""
   z_key, eps_key = jax.random.split(key)
-  out = sampling.generate(generator, text_encoder, variables['generator'],
-                          variables['text_encoder'], caption_ids, caption_len,
-                          protocol.sample_noise(z_key, sample_ids, generator.z_dim),
-                          protocol.sample_noise(eps_key, sample_ids,
-                                                generator.condition_dim))
-  images = out['images'][-1].astype(jnp.float32)
+  out, ids, lengths = sampling.generate_and_redescribe(
+      generator, text_encoder, captioner, variables, caption_ids, caption_len,
+      protocol.sample_noise(z_key, sample_ids, generator.z_dim),
+      protocol.sample_noise(eps_key, sample_ids, generator.condition_dim),
+      beam_size=beam_size, max_len=max_len)
+  images = out['images'][-1]
   _, code = image_encoder.apply(variables['image_encoder'], images)
-  ids, lengths = sampling.redescription_ids(captioner, variables['captioner'], images,
-                                            beam_size, max_len)
   return images, code, ids, lengths
 
 

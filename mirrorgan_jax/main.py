@@ -33,6 +33,7 @@ from mirrorgan_jax import gan_training
 from mirrorgan_jax import oracle_training
 from mirrorgan_jax import stream_training
 from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax import workdir_lock
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.evaluation import evaluator
 
@@ -82,6 +83,12 @@ def run(config, workdir: epath.Path, mode: str) -> None:
                      'learns its ground-truth attribute labels); this config has '
                      f'{config.data.name!r}')
   workdir.mkdir(parents=True, exist_ok=True)
+  with workdir_lock.held(workdir, jax.process_index()):
+    _run_phases(config, workdir, mode, has_oracle)
+
+
+def _run_phases(config, workdir: epath.Path, mode: str, has_oracle: bool) -> None:
+  """`run`'s work, with the workdir locked."""
   if jax.process_index() == 0:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
   vocab = resolve_vocabulary(config, workdir)

@@ -83,7 +83,8 @@ def run(config, workdir: epath.Path, mode: str) -> None:
                      'learns its ground-truth attribute labels); this config has '
                      f'{config.data.name!r}')
   workdir.mkdir(parents=True, exist_ok=True)
-  with workdir_lock.held(workdir, jax.process_index()):
+  roles = {'eval': ('eval',), 'all': ('train', 'eval')}.get(mode, ('train',))
+  with workdir_lock.held(workdir, roles, jax.process_index()):
     _run_phases(config, workdir, mode, has_oracle)
 
 

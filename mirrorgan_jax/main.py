@@ -28,6 +28,8 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from mirrorgan_jax import checkpointing
+from mirrorgan_jax import cli_errors
+from mirrorgan_jax import config_check
 from mirrorgan_jax import damsm_training
 from mirrorgan_jax import gan_training
 from mirrorgan_jax import oracle_training
@@ -50,6 +52,9 @@ _COORDINATOR = flags.DEFINE_string(
     'SLURM/MPI; TPU pods detect it).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..n-1.')
+_VERBOSE = flags.DEFINE_bool(
+    'verbose', False, 'Show the traceback of user errors (bad config, busy or missing '
+    'paths) instead of one error line.')
 _PROFILER_PORT = flags.DEFINE_integer(
     'profiler_port', 0, 'Start a jax.profiler server on this port (0 = off).')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -77,6 +82,11 @@ def run(config, workdir: epath.Path, mode: str) -> None:
   """Runs the phases of `mode` in order (see the module docstring)."""
   if mode not in MODES:
     raise ValueError(f'unknown mode {mode!r}; choose one of {", ".join(MODES)}')
+  config_check.check(
+      config, jax.device_count(), jax.process_count(),
+      dataset_prepared=(config.data.name not in config_check.MANUAL_DATASETS
+                        or input_pipeline.is_prepared(config)))
+  logging.info('Config:\n%s', json.dumps(json.loads(config.to_json_best_effort()), indent=1))
   has_oracle = config.data.name == oracle_training.DATASET
   if mode == 'oracle' and not has_oracle:
     raise ValueError(f'--mode oracle needs data.name {oracle_training.DATASET!r} (the oracle '
@@ -132,10 +142,12 @@ def main(argv):
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
-  config = _CONFIG.value
-  logging.info('Config:\n%s', json.dumps(json.loads(config.to_json_best_effort()), indent=1))
-  run(config, epath.Path(_WORKDIR.value), _MODE.value)
+  with cli_errors.reported(cli_errors.FLAG_ERRORS, _VERBOSE.value):
+    config = _CONFIG.value
+    _ = config.data  # A config file that failed to load raises only when read.
+  with cli_errors.reported(cli_errors.USER_ERRORS, _VERBOSE.value):
+    run(config, epath.Path(_WORKDIR.value), _MODE.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli_errors.parse_flags)

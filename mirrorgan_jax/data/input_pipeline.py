@@ -51,11 +51,21 @@ def stage_sizes(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   return tuple(g.base_size * 2**i for i in range(g.num_stages))
 
 
+def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  d = config.data
+  name = f'{d.name}/{d.builder_config}' if d.builder_config else d.name
+  return tfds.builder(name, data_dir=d.data_dir or None)
+
+
+def is_prepared(config: ml_collections.ConfigDict) -> bool:
+  """Whether `config.data`'s TFDS dataset is already built in its data dir."""
+  return _builder(config).is_prepared()
+
+
 def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder of `config.data` (builds it offline if needed)."""
   d = config.data
-  name = f'{d.name}/{d.builder_config}' if d.builder_config else d.name
-  builder = tfds.builder(name, data_dir=d.data_dir or None)
+  builder = _builder(config)
   download_config = tfds.download.DownloadConfig(manual_dir=d.manual_dir or None)
   builder.download_and_prepare(download_config=download_config)
   return builder

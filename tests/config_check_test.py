@@ -1,0 +1,79 @@
+"""Tests of config_check.py: every rule rejects a bad value and names the field."""
+
+import math
+
+import pytest
+
+from configs import cub
+from configs import shapes
+from mirrorgan_jax import config_check
+from mirrorgan_jax import main
+
+BAD_VALUES = {  # A value each rule must reject, by the kind of rule.
+    config_check.POSITIVE_INT: 0, config_check.NON_NEGATIVE_INT: -1,
+    config_check.POSITIVE: -1e-3, config_check.NON_NEGATIVE: math.nan,
+    config_check.FRACTION: 1.0, config_check.UNIT: 1.5, config_check.WIDTHS: (8, 0),
+    config_check.POWER_OF_TWO: 24, config_check.STEPS: (-1,),
+}
+
+
+def test_the_shipped_configs_pass():
+  for config in (shapes.get_config(), shapes.get_config('smoke'), cub.get_config()):
+    assert config_check.problems(config, device_count=1) == []
+  assert config_check.problems(shapes.get_config('smoke'), device_count=8) == []
+
+
+@pytest.mark.parametrize('path', sorted(config_check.RULES))
+def test_each_rule_rejects_a_bad_value_and_names_the_field(path):
+  config = shapes.get_config('smoke')
+  requirement, _ = config_check.RULES[path]
+  bad = BAD_VALUES.get(config_check.RULES[path], 'no-such-choice')
+  *parents, leaf = path.split('.')
+  node = config
+  for key in parents:
+    node = node[key]
+  with node.ignore_type():
+    node[leaf] = bad
+  found = config_check.problems(config)
+  # First: a bad ngf also breaks the initial_channels >= ngf rule after it.
+  assert found[0] == f'{path} = {bad!r}: must be {requirement}', found
+
+
+def test_negative_learning_rates_are_refused_before_any_work(tmp_path):
+  config = shapes.get_config('smoke')
+  config.optim.g_learning_rate = -1.0
+  config.optim.d_learning_rate = -0.5
+  with pytest.raises(config_check.ConfigError) as e:
+    main.run(config, tmp_path / 'run', 'gan')
+  assert str(e.value) == (
+      'invalid config: optim.g_learning_rate = -1.0: must be a finite number > 0; '
+      'optim.d_learning_rate = -0.5: must be a finite number > 0')
+  assert not (tmp_path / 'run').exists()
+
+
+def test_batches_must_split_over_the_devices():
+  config = shapes.get_config('smoke')
+  config.train.batch_size = 3
+  assert config_check.problems(config, device_count=8, process_count=2) == [
+      'train.batch_size = 3: must be divisible by the 8 devices (2 process(es)); e.g. 8']
+  config.train.batch_size = 12
+  assert config_check.problems(config, device_count=8) == [
+      'train.batch_size = 12: must be divisible by the 8 devices (1 process(es)); e.g. 8']
+
+
+def test_initial_channels_below_ngf_and_manual_dir(tmp_path):
+  config = shapes.get_config('smoke')
+  config.model.generator.initial_channels = config.model.generator.ngf - 1
+  assert config_check.problems(config) == [
+      f'model.generator.initial_channels = {config.model.generator.ngf - 1}: must be 0 '
+      f'or >= ngf ({config.model.generator.ngf})']
+  config = cub.get_config()
+  assert config_check.problems(config, dataset_prepared=False) == [
+      "data.manual_dir = '': cub is not built yet; point data.manual_dir at the "
+      'downloaded raw files (README, "Datasets")']
+  assert config_check.problems(config, dataset_prepared=True) == []
+  config.data.manual_dir = str(tmp_path / 'missing')
+  assert config_check.problems(config) == [
+      f"data.manual_dir = {str(tmp_path / 'missing')!r}: no such directory"]
+  config.data.manual_dir = str(tmp_path)
+  assert config_check.problems(config, dataset_prepared=False) == []

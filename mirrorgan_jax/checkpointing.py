@@ -22,6 +22,7 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
+from mirrorgan_jax import console
 from mirrorgan_jax import vocab as vocab_lib
 
 
@@ -75,15 +76,17 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state),
             meta=ocp.args.JsonRestore()))
       except Exception as e:  # pylint: disable=broad-except  # any corruption
-        logging.error('Checkpoint %s/%d cannot be restored (%s: %s); trying the '
-                      'previous one.', self.directory, step, type(e).__name__, e)
+        logging.info('Checkpoint %s/%d cannot be restored: %s: %s', self.directory, step,
+                     type(e).__name__, e)
+        console.say(f'Checkpoint {self.directory}/{step} is unreadable '
+                    f'({type(e).__name__}); trying the previous one.')
         continue
-      logging.info('Restored %s at step %d.', self.directory, step)
+      console.say(f'Restored {self.directory} at step {step}.')
       return restored['state'], dict(restored['meta'] or {}), step
     if steps:
       raise RuntimeError(
-          f'None of the checkpoints {steps} in {self.directory} could be restored; '
-          'see the errors above. Move the directory away to start from scratch.')
+          f'None of the checkpoints {steps} in {self.directory} could be restored '
+          '(--verbosity=0 shows why). Move the directory away to start from scratch.')
     return None
 
   def wait(self) -> None:

@@ -51,6 +51,7 @@ import optax
 
 from mirrorgan_jax import artifact_check
 from mirrorgan_jax import checkpointing
+from mirrorgan_jax import console
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import losses
 from mirrorgan_jax import parallel
@@ -420,8 +421,8 @@ class Evaluator:
     """Evaluates and writes scalars and the attention summary (training-loop hook)."""
     scalars, sample = self.compute(state)
     self.last = scalars
-    logging.info('DAMSM eval at step %d: %s', step,
-                 ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
+    console.say(f'DAMSM eval at step {step}: '
+                + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
     writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
     grid = image_grid.attention_grid(sample['images'], sample['attention'], sample['caption_len'],
                           self.config.data.words_num)
@@ -485,8 +486,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
           'init_image_encoder': config.damsm.init_image_encoder or None, 'eval': final}
   checkpointing.save_artifact(artifact_dir(workdir), encoder_variables(state), vocab,
                               meta)
-  logging.info('DAMSM artifact written to %s (test R-precision top-1 %s).',
-               artifact_dir(workdir), final.get('r_precision/top1_mean'))
+  console.say(f'DAMSM artifact written to {artifact_dir(workdir)} (test R-precision '
+              f"top-1 {final.get('r_precision/top1_mean')}).")
   return artifact_dir(workdir)
 
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mirrorgan_jax import console
 from mirrorgan_jax import damsm_training
 from mirrorgan_jax import gan_step
 from mirrorgan_jax import image_grid
@@ -126,7 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
       keep_checkpoints=config.train.keep_checkpoints,
       profile_steps=tuple(config.train.profile_steps), on_start=on_start)
   state = training_loop.run(phase, workdir)
-  logging.info('GAN training finished after %d steps (%d examples per step).',
-               num_steps, config.train.batch_size)
+  console.say(f'GAN training finished after {num_steps} steps '
+              f'({config.train.batch_size} examples per step).')
   return state
 

@@ -19,6 +19,10 @@ MIRRORGAN_DISTRIBUTED=1) calls `jax.distributed.initialize()`.
 import json
 import os
 
+# TensorFlow's C++ INFO/WARNING lines (it only reads data here) are off unless asked.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -131,6 +135,10 @@ def _run_phases(config, workdir: epath.Path, mode: str, has_oracle: bool) -> Non
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    # The console shows progress lines (mirrorgan_jax.console); library INFO logs
+    # (Orbax, TFDS, clu, absl) come back with --verbosity=0.
+    logging.set_verbosity(logging.WARNING)
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; the GPUs belong to JAX.
   if _DISTRIBUTED.value:
     # Unset values are detected (Cloud TPU, SLURM, Open MPI, Kubernetes).

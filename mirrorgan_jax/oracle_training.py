@@ -44,6 +44,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mirrorgan_jax import checkpointing
+from mirrorgan_jax import console
 from mirrorgan_jax import parallel
 from mirrorgan_jax import tokenizer
 from mirrorgan_jax import training_loop
@@ -378,7 +379,7 @@ class Evaluator:
   def __call__(self, state: OracleState, step: int, writer) -> None:
     """Evaluates and writes `eval/accuracy_<attr>` (training-loop hook)."""
     self.last = self.compute(_variables(state))
-    logging.info('Oracle eval at step %d: %s', step, format_accuracy(self.last))
+    console.say(f'Oracle eval at step {step}: {format_accuracy(self.last)}')
     writer.write_scalars(step, {f'eval/accuracy_{a}': acc
                                 for a, (acc, _) in self.last.items()})
 
@@ -432,8 +433,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                    'count': {a: n for a, (_, n) in final.items()}}}
   path = artifact_dir(workdir)
   checkpointing.save_artifact(path, {ARTIFACT_KEY: _variables(state)}, None, meta)
-  logging.info('Oracle artifact written to %s; real %s accuracy: %s', path,
-               config.data.eval_split, format_accuracy(final))
+  console.say(f'Oracle artifact written to {path}; real {config.data.eval_split} '
+              f'accuracy: {format_accuracy(final)}')
   return path
 
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mirrorgan_jax import console
 from mirrorgan_jax import oracle_training
 from mirrorgan_jax import parallel
 from mirrorgan_jax import sampling
@@ -125,5 +126,5 @@ class SemanticProbe:
                                       _decode(self.vocab, real_ids, real_counts), None))
       self.real_written = True
     writer.write_scalars(step, scalars)
-    logging.info('Semantic probe at step %d: %s', step,
-                 ', '.join(f'{k[len("probe/"):]}={v:.3f}' for k, v in sorted(scalars.items())))
+    console.say(f'Semantic probe at step {step}: ' + ', '.join(
+        f'{k[len("probe/"):]}={v:.3f}' for k, v in sorted(scalars.items())))

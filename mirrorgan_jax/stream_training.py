@@ -45,6 +45,7 @@ import optax
 
 from mirrorgan_jax import artifact_check
 from mirrorgan_jax import checkpointing
+from mirrorgan_jax import console
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import losses
 from mirrorgan_jax import parallel
@@ -392,8 +393,8 @@ class Evaluator:
     """Evaluates and writes scalars, sample texts and images (training-loop hook)."""
     scalars, samples = self.compute(state)
     self.last = scalars
-    logging.info('STREAM eval at step %d: %s', step,
-                 ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
+    console.say(f'STREAM eval at step {step}: '
+                + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
     writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
     text = self.format_samples(samples)
     writer.write_texts(step, {'samples/redescriptions': f'```\n{text}```'})
@@ -450,8 +451,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   checkpointing.save_artifact(
       artifact_dir(workdir), {ARTIFACT_KEY: variables}, vocab, meta)
-  logging.info('STREAM artifact written to %s (test BLEU-4 greedy %.4f).',
-               artifact_dir(workdir), final['bleu4_greedy'])
+  console.say(f'STREAM artifact written to {artifact_dir(workdir)} (test BLEU-4 greedy '
+              f"{final['bleu4_greedy']:.4f}).")
   return artifact_dir(workdir)
 
 

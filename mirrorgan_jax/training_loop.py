@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from mirrorgan_jax import checkpointing
+from mirrorgan_jax import console
 
 State = Any
 Batch = Any
@@ -103,8 +104,7 @@ class _Profiler:
       jax.block_until_ready(state)
       jax.profiler.stop_trace()
       self.active = False
-      logging.info('Profile of steps %d-%d written under %s.', self.first, self.last,
-                   self.logdir)
+      console.say(f'Profile of steps {self.first}-{self.last} written under {self.logdir}.')
 
 
 def run(phase: Phase, workdir: epath.Path | str) -> State:
@@ -122,8 +122,8 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
   start = 0
   if restored is not None:
     state, _, start = restored
-  logging.info('%s: %s at step %d of %d.', phase.name,
-               'resuming' if start else 'starting', start, phase.num_steps)
+  console.say(f'{phase.name}: {"resuming" if start else "starting"} at step {start} of '
+              f'{phase.num_steps}.')
   writer = create_writer(logdir)
   if phase.on_start is not None and start == 0:
     phase.on_start(state, writer)
@@ -140,7 +140,8 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
   batches = phase.batches(start)
   pending = None  # Metrics of the previous step, checked one step late.
   window: list[dict[str, float]] = []
-  t0 = time.time()
+  t0 = last_line = time.time()
+  last_line_step = start
   try:
     for step in range(start + 1, phase.num_steps + 1):
       profiler.before(step)
@@ -157,9 +158,14 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
         check_finite(pending[1], step, phase.name)
         window.append(pending[1])
         pending = None
-        summary = {f'train/{k}': float(np.mean([m[k] for m in window])) for k in window[0]}
-        writer.write_scalars(step, summary)
+        means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
         window = []
+        now = time.time()
+        console.say(console.progress_line(
+            phase.name, step, phase.num_steps,
+            (step - last_line_step) / max(now - last_line, 1e-9), means))
+        last_line, last_line_step = now, step
       if step % phase.checkpoint_every == 0 or last or preemption.requested:
         if pending is not None:
           check_finite(pending[1], step, phase.name)
@@ -178,8 +184,8 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
     ckpt.close()
     writer.flush()
     writer.close()
-  logging.info('%s: %d steps in %.1f s.', phase.name, phase.num_steps - start,
-               time.time() - t0)
+  console.say(f'{phase.name}: {phase.num_steps - start} steps in '
+              f'{time.time() - t0:.1f} s.')
   return state
 
 

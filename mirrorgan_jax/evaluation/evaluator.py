@@ -62,6 +62,7 @@ import ml_collections
 import numpy as np
 
 from mirrorgan_jax import checkpointing
+from mirrorgan_jax import console
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import oracle_training
 from mirrorgan_jax import parallel
@@ -274,9 +275,8 @@ def _generate(config, plan: protocol.SamplePlan, real: _Real, variables, models,
       shown.append(image_grid.to_uint8(jax.device_get(images)[mask]))
     if time.time() - last_log > _LOG_EVERY_SECONDS or len(redescriptions) == num:
       last_log = time.time()
-      logging.info('Eval: %d / %d images generated and scored (%.1f images/s).',
-                   len(redescriptions), num,
-                   len(redescriptions) / max(last_log - started, 1e-9))
+      console.say(f'Eval: {len(redescriptions)} / {num} images generated and scored '
+                  f'({len(redescriptions) / max(last_log - started, 1e-9):.1f} images/s).')
   return _Generated(
       np.concatenate(codes), redescriptions, np.concatenate(probs) if probs else None,
       inception_acc.result() if extractor is not None else None,
@@ -438,8 +438,8 @@ def evaluate(config: ml_collections.ConfigDict | None,
       raise ValueError(f'the oracle test records list {len(records.captions)} images, '
                        f'the eval pipeline {num_real}')
   plan = protocol.sample_plan(num_real, captions_per_image, config.eval.num_samples)
-  logging.info('Eval of %s at step %d: %d samples of %d eval images x %d captions.',
-               workdir, model.step, len(plan.image_index), num_real, captions_per_image)
+  console.say(f'Eval of {workdir} at step {model.step}: {len(plan.image_index)} samples '
+              f'of {num_real} eval images x {captions_per_image} captions.')
   generated = _generate(config, plan, real, variables, model.models, mesh, extractor,
                         oracle)
 
@@ -484,7 +484,6 @@ def evaluate(config: ml_collections.ConfigDict | None,
 
   _write(workdir, results, _grid(generated.shown),
          _sample_text(model.vocab, plan, real, generated.redescriptions))
-  logging.info('Eval results written to %s:\n%s', eval_dir(workdir) / RESULTS_FILE,
-               '\n'.join(f'  {k}: {v:.4f}'
-                         for k, v in protocol.flat_scalars(results).items()))
+  console.say(f'Eval results written to {eval_dir(workdir) / RESULTS_FILE}:\n' + '\n'.join(
+      f'  {k}: {v:.4f}' for k, v in protocol.flat_scalars(results).items()))
   return results

@@ -166,9 +166,11 @@ def _stem(index: int, words: Sequence[str]) -> str:
 def _describe(report: sampling.CaptionReport) -> list[str]:
   lines = [f'caption: {report.text}', f'words: {" ".join(report.words)}']
   if report.dropped:
-    lines.append(f'dropped unknown words: {" ".join(report.dropped)}')
+    lines.append(f'dropped unknown words: {sampling.summarize(report.dropped)}')
   if report.truncated:
-    lines.append(f'truncated (over words_num): {" ".join(report.truncated)}')
+    lines.append(f'truncated (over words_num): {sampling.summarize(report.truncated)}')
+  if report.unreadable:
+    lines.append(f'left out (no ASCII form): {" ".join(report.unreadable)}')
   return lines
 
 

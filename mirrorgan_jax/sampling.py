@@ -76,22 +76,31 @@ class CaptionReport:
   Attributes:
     text: the caption as given.
     words: the tokens fed to the model (at most `words_num`).
-    dropped: unknown words left out (only with `drop_unknown`).
+    dropped: unknown words left out, as typed (only with `drop_unknown`).
     truncated: known tokens past `words_num`, left out.
+    unreadable: characters left out for having no ASCII form (emoji, CJK).
   """
   text: str
   words: list[str]
   dropped: list[str]
   truncated: list[str]
+  unreadable: list[str] = dataclasses.field(default_factory=list)
+
+
+def summarize(words: Sequence[str], first: int = 5) -> str:
+  """A word list for a message: all of a short one, count and the first few of a long one."""
+  if len(words) <= first:
+    return repr(list(words))
+  return f'{len(words)} words ({", ".join(repr(w) for w in words[:first])}, ...)'
+
+
+def _hints(vocab: vocab_lib.Vocabulary, pairs: Sequence[tuple[str, str]]) -> str:
+  return '; '.join(f'{typed!r} (closest: {", ".join(vocab.closest(token)) or "none"})'
+                   for token, typed in dict.fromkeys(pairs))
 
 
 def _caption_error(index: int, text: str, reason: str) -> CaptionError:
   return CaptionError(f'caption {index + 1} ({text!r}): {reason}')
-
-
-def _hints(vocab: vocab_lib.Vocabulary, words: Sequence[str]) -> str:
-  return '; '.join(f'{w!r} (closest: {", ".join(vocab.closest(w)) or "none"})'
-                   for w in dict.fromkeys(words))
 
 
 def encode_texts(vocab: vocab_lib.Vocabulary, texts: Sequence[str], words_num: int,
@@ -124,30 +133,36 @@ def encode_texts(vocab: vocab_lib.Vocabulary, texts: Sequence[str], words_num: i
   lengths = np.zeros((len(texts),), np.int32)
   reports = []
   for i, text in enumerate(texts):
-    tokens = tokenizer.tokenize(text)
-    if not tokens:
-      raise _caption_error(i, text, 'no words (empty or only punctuation)')
-    known = [t for t in tokens if t in vocab.index]
-    unknown = [t for t in tokens if t not in vocab.index]
+    user = tokenizer.user_tokens(text)
+    if user.unreadable:
+      logging.warning('Caption %d: left out characters without an ASCII form: %s.',
+                      i + 1, ' '.join(user.unreadable))
+    if not user.tokens:
+      unreadable = (f' (left out: {" ".join(user.unreadable)})' if user.unreadable
+                    else '')
+      raise _caption_error(i, text, f'no words (empty or only punctuation){unreadable}')
+    known = [t for t in user.tokens if t in vocab.index]
+    unknown = [(t, w) for t, w in zip(user.tokens, user.typed) if t not in vocab.index]
     if not known:
       raise _caption_error(i, text, 'none of its words is in the vocabulary: '
                            f'{_hints(vocab, unknown)}')
     if unknown and not drop_unknown:
-      distinct = list(dict.fromkeys(unknown))
-      error = vocab_lib.UnknownWordsError(distinct,
-                                          {w: vocab.closest(w) for w in distinct})
+      distinct = list(dict.fromkeys(w for _, w in unknown))
+      closest = {w: vocab.closest(t) for t, w in unknown}
+      error = vocab_lib.UnknownWordsError(distinct, closest)
       error.args = (f'caption {i + 1} ({text!r}): {error}',)  # Which caption, too.
       raise error
     kept, truncated = known[:words_num], known[words_num:]
-    if unknown:
-      logging.warning('Caption %d: dropped unknown words %s.', i + 1, unknown)
+    dropped = [w for _, w in unknown]
+    if dropped:
+      logging.warning('Caption %d: dropped unknown words %s.', i + 1, summarize(dropped))
     if truncated:
       logging.warning('Caption %d has %d words; kept the first %d, dropped %s.',
-                      i + 1, len(known), words_num, truncated)
+                      i + 1, len(known), words_num, summarize(truncated))
     ids[i, :len(kept)] = [vocab.index[t] for t in kept]
     lengths[i] = len(kept)
-    reports.append(CaptionReport(text=text, words=kept, dropped=unknown,
-                                 truncated=truncated))
+    reports.append(CaptionReport(text=text, words=kept, dropped=dropped,
+                                 truncated=truncated, unreadable=user.unreadable))
   return ids, lengths, reports
 
 

@@ -68,6 +68,26 @@ def test_encode_texts_rejects_captions_without_known_words(vocab, text, drop, re
     sampling.encode_texts(vocab, ['a red star', text], 4, drop_unknown=drop)
 
 
+def test_user_text_is_folded_and_reported_as_typed(vocab):
+  # NFKC and accents folded: 'RÉD' -> 'red', 'ſtar' (long s) -> 'star'; the
+  # reference rule alone would give 'rd' and 'tar'.
+  ids, _, reports = sampling.encode_texts(vocab, ['a RÉD ſtar 🙂 星'], 4)
+  np.testing.assert_array_equal(ids, [[1, 2, 3, 0]])
+  assert reports[0].unreadable == ['🙂', '星']
+  with pytest.raises(vocab_lib.UnknownWordsError) as info:
+    sampling.encode_texts(vocab, ['a big red héart'], 4)
+  assert info.value.unknown == ['big', 'héart']  # As typed, not 'hart' / 'heart'.
+  assert "'héart' (closest:" in str(info.value)
+  with pytest.raises(sampling.CaptionError, match=r'no words .*\(left out: 🙂 星\)'):
+    sampling.encode_texts(vocab, ['🙂 星'], 4)
+
+
+def test_long_word_lists_are_summarised(vocab):
+  words = [f'w{i}' for i in range(488)]
+  assert sampling.summarize(words[:5]) == repr(words[:5])
+  assert sampling.summarize(words) == "488 words ('w0', 'w1', 'w2', 'w3', 'w4', ...)"
+
+
 def test_encode_texts_rejects_no_captions(vocab):
   with pytest.raises(sampling.CaptionError, match='no caption'):
     sampling.encode_texts(vocab, [], 4)
@@ -174,7 +194,7 @@ def test_cli_writes_figures_redescriptions_and_summary(workdir, trained, tmp_pat
     for text in entry['redescriptions']:
       assert text and set(text.split()) <= set(vocab.words[1:])
       assert text in proc.stdout and text in (out / entry['txt']).read_text()
-  assert 'dropped unknown words: squarre' in proc.stdout
+  assert "dropped unknown words: ['squarre']" in proc.stdout
 
 
 def _cli_error(capsys, *args) -> str:

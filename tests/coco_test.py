@@ -100,6 +100,15 @@ def test_missing_inputs_give_clear_errors(tmp_path):
     _build(manual, tmp_path / 'tfds')
 
 
+def test_a_corrupt_jpeg_fails_the_build_with_its_name(tmp_path):
+  manual = raw_fixtures.make_coco_manual_dir(tmp_path)
+  bad = manual / 'val2014' / 'COCO_val2014_000000000042.jpg'
+  bad.write_bytes(bad.read_bytes()[:200])  # Truncated: the header reads, pixels do not.
+  with pytest.raises(Exception, match=r'COCO_val2014_000000000042.jpg: not a readable '
+                     r'image \(OSError'):
+    _build(manual, tmp_path / 'tfds')
+
+
 def test_malformed_annotations_give_clear_errors(tmp_path):
   manual = raw_fixtures.make_coco_manual_dir(tmp_path)
 

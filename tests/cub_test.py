@@ -7,6 +7,7 @@ back from the pixels, which encode their own coordinates (tests/raw_fixtures.py)
 
 import shutil
 
+from absl.testing import absltest
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -171,3 +172,14 @@ def test_bad_split_file_and_bad_table_line(tmp_path):
   (manual / 'CUB_200_2011/bounding_boxes.txt').write_text('1 20.0 10.0 30.0\n')
   with pytest.raises(ValueError, match=r'bounding_boxes.txt:1: expected'):
     _build(manual, tmp_path / 'tfds')
+
+
+def test_captions_without_words_are_skipped_with_their_line_number():
+  lines = ['a red bird', '', '...', 'small beak', '!!', 'white belly']
+  with absltest.TestCase().assertLogs(level='WARNING') as logs:
+    kept = cub.select_captions(lines, 3, 'f.txt')
+  assert kept == ['a red bird', 'small beak', 'white belly']
+  assert "f.txt, line 3: caption '...' has no words; skipped." in logs.output[0]
+  with pytest.raises(ValueError, match=r'f.txt: found 3 non-empty captions, need 4 '
+                     r'\(lines without words, skipped: \[3, 5\]\)'):
+    cub.select_captions(lines, 4, 'f.txt')

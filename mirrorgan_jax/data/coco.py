@@ -7,6 +7,8 @@ Splits follow the reference: train = train2014 (82,783 images), test = val2014
 first 5 captions in annotation-file order; its class id is the COCO image id
 (COCO has no classes, so no same-class masking happens). The JPEG bytes are
 stored as they are; grayscale files decode to 3 channels like every image.
+Every image is decoded once while building, so a corrupt file fails the build
+with its name instead of a training run hours later.
 """
 
 from collections.abc import Iterator, Mapping
@@ -14,6 +16,7 @@ import dataclasses
 import json
 
 from etils import epath
+from PIL import Image
 import tensorflow_datasets as tfds
 
 from mirrorgan_jax.data import cub
@@ -30,6 +33,16 @@ pass tfds.download.DownloadConfig(manual_dir=...)), from https://cocodataset.org
   annotations/  from annotations_trainval2014.zip: captions_train2014.json and
                 captions_val2014.json (the other annotation files are not needed).
 """
+
+
+def check_image(path: epath.Path) -> None:
+  """Decodes the image at `path` fully; raises ValueError naming it if it cannot."""
+  try:
+    with path.open('rb') as f, Image.open(f) as image:
+      image.load()
+  except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad data.
+    raise ValueError(f'{path}: not a readable image ({type(e).__name__}: {e}). Replace '
+                     'the file with a good copy and build again.') from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +129,7 @@ class Coco2014Captions(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, records: list[_Record]) -> Iterator[tuple[str, Mapping]]:
     for r in records:
+      check_image(r.image_path)
       key = r.image_path.name.rsplit('.', 1)[0]
       # A path makes TFDS store the file's bytes unchanged (no re-encoding).
       yield key, {

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from mirrorgan_jax import tokenizer
+
 CAPTIONS_PER_IMAGE = 10
 _JPEG_QUALITY = 95  # Re-encoding the crop: high quality, no chroma subsampling.
 _TEXT_DIRS = ('text', 'text_c10')  # AttnGAN's metadata name, Reed's archive name.
@@ -70,10 +72,12 @@ pass tfds.download.DownloadConfig(manual_dir=...)):
 
 
 def select_captions(lines: Iterable[str], n: int, source: str) -> list[str]:
-  """Keeps the first `n` non-empty caption lines, as the reference reads them.
+  """Keeps the first `n` caption lines that have words, as the reference reads them.
 
-  Empty lines are skipped and the two-character sequence U+FFFD U+FFFD (left
-  where Reed's files lost non-ASCII characters) becomes a space.
+  Empty lines are skipped, and so are lines without a word token (only
+  punctuation: the reference skips those too; each is logged with its line
+  number). The two-character sequence U+FFFD U+FFFD (left where Reed's files
+  lost non-ASCII characters) becomes a space.
 
   Args:
     lines: caption lines in file order, without line terminators.
@@ -81,18 +85,24 @@ def select_captions(lines: Iterable[str], n: int, source: str) -> list[str]:
     source: names the captions' origin in the error message.
 
   Returns:
-    The first `n` non-empty lines, cleaned.
+    The first `n` lines with words, cleaned.
 
   Raises:
-    ValueError: fewer than `n` non-empty lines.
+    ValueError: fewer than `n` lines with words (names the word-less lines).
   """
-  kept = []
-  for line in lines:
-    if line:
-      kept.append(line.replace('\ufffd\ufffd', ' '))
-      if len(kept) == n:
-        return kept
-  raise ValueError(f'{source}: found {len(kept)} non-empty captions, need {n}.')
+  kept, wordless = [], []
+  for number, line in enumerate(lines, start=1):
+    if not line:
+      continue
+    if not tokenizer.tokenize(line):
+      logging.warning('%s, line %d: caption %r has no words; skipped.', source, number, line)
+      wordless.append(number)
+      continue
+    kept.append(line.replace('\ufffd\ufffd', ' '))
+    if len(kept) == n:
+      return kept
+  skipped = f' (lines without words, skipped: {wordless})' if wordless else ''
+  raise ValueError(f'{source}: found {len(kept)} non-empty captions, need {n}{skipped}.')
 
 
 def crop_box(bbox: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:

@@ -26,7 +26,7 @@ def test_save_restore_keep_n(tmp_path):
   ckpt.close()
 
 
-def test_corrupt_newest_falls_back_to_previous(tmp_path, caplog):
+def test_corrupt_newest_falls_back_to_previous(tmp_path, capsys):
   ckpt = checkpointing.Checkpointer(tmp_path / 'ckpt', max_to_keep=3, asynchronous=False)
   ckpt.save(1, _state(1))
   ckpt.save(2, _state(2))
@@ -38,7 +38,10 @@ def test_corrupt_newest_falls_back_to_previous(tmp_path, caplog):
   state, _, step = ckpt.restore(jax.eval_shape(lambda: _state(0)))
   assert step == 1
   np.testing.assert_array_equal(state['w'], np.ones((3, 2)))
-  assert 'cannot be restored' in caplog.text
+  lines = capsys.readouterr().out.splitlines()  # One line each: the bad step, the used one.
+  assert lines[0].startswith(f'Checkpoint {tmp_path}/ckpt/2 is unreadable (')
+  assert lines[0].endswith('); trying the previous one.')
+  assert lines[1] == f'Restored {tmp_path}/ckpt at step 1.'
 
 
 def test_artifact_round_trip_and_errors(tmp_path):

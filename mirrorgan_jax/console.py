@@ -7,11 +7,25 @@ person is printed here instead: a progress line per phase and logging interval
 written, checkpoint fallbacks. Only process 0 prints.
 """
 
+import logging as std_logging
+
+from absl import logging
 import jax
 
 # Per-step metrics shown on the progress line, in this order, when a phase has them
 # (the rest are in TensorBoard).
 KEY_METRICS = ('loss', 'g_loss', 'd_loss', 'caption_ce', 'kl', 'token_accuracy')
+
+
+def quiet_libraries() -> None:
+  """Hides library INFO logs and asyncio's unretrieved-future reports.
+
+  Orbax restores run on asyncio; a corrupt checkpoint leaves futures whose
+  exceptions asyncio reports at exit (thousands of lines) although the error
+  was already handled and reported in one line.
+  """
+  logging.set_verbosity(logging.WARNING)
+  std_logging.getLogger('asyncio').setLevel(std_logging.CRITICAL)
 
 
 def say(message: str) -> None:

@@ -34,6 +34,7 @@ import tensorflow as tf
 from mirrorgan_jax import checkpointing
 from mirrorgan_jax import cli_errors
 from mirrorgan_jax import config_check
+from mirrorgan_jax import console
 from mirrorgan_jax import damsm_training
 from mirrorgan_jax import gan_training
 from mirrorgan_jax import oracle_training
@@ -113,21 +114,21 @@ def _run_phases(config, workdir: epath.Path, mode: str, has_oracle: bool) -> Non
     if mode not in (name, 'all'):
       continue
     if mode == 'all' and checkpointing.artifact_exists(phase.artifact_dir(workdir)):
-      logging.info('%s: artifact exists at %s, skipping.', name, phase.artifact_dir(workdir))
+      console.say(f'{name}: artifact exists at {phase.artifact_dir(workdir)}, skipping.')
       continue
     phase.train_and_evaluate(config, workdir, vocab)
   if mode in ('oracle', 'all') and has_oracle:
     path = oracle_training.artifact_dir(workdir)
     if mode == 'all' and checkpointing.artifact_exists(path, require_vocab=False):
-      logging.info('oracle: artifact exists at %s, skipping.', path)
+      console.say(f'oracle: artifact exists at {path}, skipping.')
     else:
       oracle_training.train_and_evaluate(config, workdir)
   if mode in ('gan', 'all'):
     gan_training.train_and_evaluate(config, workdir, vocab)
   if mode in ('eval', 'all'):
     if mode == 'all' and evaluator.results_current(workdir):
-      logging.info('eval: %s scores the newest checkpoint, skipping.',
-                   evaluator.eval_dir(workdir) / evaluator.RESULTS_FILE)
+      console.say(f'eval: {evaluator.eval_dir(workdir) / evaluator.RESULTS_FILE} scores '
+                  'the newest checkpoint, skipping.')
     else:
       evaluator.evaluate(config, workdir)
 
@@ -138,7 +139,7 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     # The console shows progress lines (mirrorgan_jax.console); library INFO logs
     # (Orbax, TFDS, clu, absl) come back with --verbosity=0.
-    logging.set_verbosity(logging.WARNING)
+    console.quiet_libraries()
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; the GPUs belong to JAX.
   if _DISTRIBUTED.value:
     # Unset values are detected (Cloud TPU, SLURM, Open MPI, Kubernetes).

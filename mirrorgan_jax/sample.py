@@ -39,6 +39,7 @@ from PIL import ImageFont
 import tensorflow as tf
 
 from mirrorgan_jax import config_loading
+from mirrorgan_jax import console
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
@@ -246,6 +247,7 @@ def main(argv: Sequence[str]) -> int:
   if bad:
     _parser().error(f'unrecognized arguments: {" ".join(bad)}')
   tf.config.set_visible_devices([], 'GPU')  # TF only reads files; GPUs belong to JAX.
+  console.quiet_libraries()
   try:
     run(args, extra)
   except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:

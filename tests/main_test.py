@@ -66,14 +66,14 @@ def test_gan_curves_show_learning_diagnostics(smoke_run):
   assert [t for _, t in scalars if t.startswith('probe/redescription_real/')]
 
 
-def test_rerun_skips_finished_phases(smoke_run, caplog):
+def test_rerun_skips_finished_phases(smoke_run, capsys):
   workdir = smoke_run.workdir
-  caplog.set_level('INFO')
   main.run(smoke_run.config, workdir, 'all')
-  assert 'damsm: artifact exists' in caplog.text
-  assert 'stream: artifact exists' in caplog.text
-  assert 'oracle: artifact exists' in caplog.text
-  assert 'scores the newest checkpoint, skipping' in caplog.text  # eval
+  out = capsys.readouterr().out
+  assert 'damsm: artifact exists' in out
+  assert 'stream: artifact exists' in out
+  assert 'oracle: artifact exists' in out
+  assert 'scores the newest checkpoint, skipping' in out  # eval
 
 
 def _final_gan_params(workdir, config):

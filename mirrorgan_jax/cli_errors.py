@@ -6,6 +6,7 @@ the traceback back). Anything else is a bug and keeps its traceback.
 """
 
 import contextlib
+import errno
 import re
 import sys
 from typing import Iterator, NoReturn, Sequence
@@ -18,6 +19,9 @@ from mirrorgan_jax import workdir_lock
 # Errors of the user's making once the flags are parsed.
 USER_ERRORS = (config_check.ConfigError, workdir_lock.WorkdirInUse, FileNotFoundError,
                PermissionError, IsADirectoryError, NotADirectoryError)
+# Operating-system errors that are the machine's state, not a bug: a full disk
+# or quota, a read-only file system.
+USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
 # What a bad flag or config override raises while absl parses the flags
 # (ml_collections raises AttributeError for an unknown field, the config loader
 # OSError or its own errors for a bad file).
@@ -44,11 +48,15 @@ def fail(error: BaseException) -> NoReturn:
 
 @contextlib.contextmanager
 def reported(kinds: tuple[type[BaseException], ...], verbose: bool) -> Iterator[None]:
-  """Errors of `kinds` raised inside end in `fail`, unless `verbose`."""
+  """Errors of `kinds`, or OS errors of USER_ERRNOS, end in `fail` unless `verbose`."""
   try:
     yield
   except kinds as e:
     if verbose:
+      raise
+    fail(e)
+  except OSError as e:
+    if verbose or e.errno not in USER_ERRNOS:
       raise
     fail(e)
 

@@ -1,5 +1,7 @@
 """Tests of cli_errors.py and `main`'s answers to user errors: one line, exit code 1."""
 
+import errno
+import os
 import subprocess
 import sys
 
@@ -20,6 +22,22 @@ def test_one_line_unwraps_ml_collections_and_joins_lines():
   assert cli_errors.one_line(FileNotFoundError("No such file: '/a b'")) == (
       "No such file: '/a b'")
   assert cli_errors.one_line(ValueError('')) == 'ValueError'
+
+
+def test_full_disk_and_read_only_are_one_line_other_os_errors_are_not(capsys):
+  for code in (errno.ENOSPC, errno.EROFS):
+    with pytest.raises(SystemExit) as info:
+      with cli_errors.reported((), verbose=False):
+        raise OSError(code, os.strerror(code), '/runs/x')
+    assert info.value.code == 1
+    assert capsys.readouterr().err == (
+        f"error: [Errno {code}] {os.strerror(code)}: '/runs/x'\n")
+  with pytest.raises(OSError):  # A bug's OS error keeps its traceback.
+    with cli_errors.reported((), verbose=False):
+      raise OSError(errno.EBADF, 'Bad file descriptor')
+  with pytest.raises(OSError):  # --verbose keeps it too.
+    with cli_errors.reported((), verbose=True):
+      raise OSError(errno.ENOSPC, 'No space left on device')
 
 
 @pytest.mark.parametrize('args,message', [

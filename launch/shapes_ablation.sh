@@ -10,12 +10,13 @@
 # oracle/artifact and vocab.json). Each arm trains the GAN phase from scratch in
 # OUT_DIR/lambda<L>_seed<S> and evaluates it (`--mode eval`); the table is written
 # to OUT_DIR/ablation.md by `python -m mirrorgan_jax.evaluation.ablation_table`.
-# Set ARMS to choose the arms (default "lambda0 lambda20"; "lambda20_wordonly"
-# trains without sentence-level attention). The oracle artifact is needed only
+# Set ARMS to choose the arms (default "lambda0 lambda20"; "lambda5" is the authors'
+# weight relative to the adversarial terms; "lambda20_wordonly" trains without
+# sentence-level attention). The oracle artifact is needed only
 # for the eval stage (STAGE="gan" trains without it).
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
-  sed -n '2,16p' "$0"; exit 2
+  sed -n '2,17p' "$0"; exit 2
 fi
 BASE=$1; OUT=$2; SEEDS=${3:-"0 1 2"}; shift $(( $# >= 3 ? 3 : 2 ))
 ARMS=${ARMS:-"lambda0 lambda20"}
@@ -24,6 +25,7 @@ PY=${PY:-.venv/bin/python}
 arm_flags() {
   case $1 in
     lambda0) echo --config.loss.stream_weight=0 ;;
+    lambda5) echo --config.loss.stream_weight=5 ;;
     lambda20) echo --config.loss.stream_weight=20 ;;
     lambda20_wordonly) echo --config.loss.stream_weight=20 --config.model.generator.glam=word_only ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;

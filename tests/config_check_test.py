@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from configs import coco
 from configs import cub
 from configs import shapes
 from mirrorgan_jax import config_check
@@ -18,8 +19,9 @@ BAD_VALUES = {  # A value each rule must reject, by the kind of rule.
 
 
 def test_the_shipped_configs_pass():
-  for config in (shapes.get_config(), shapes.get_config('smoke'), cub.get_config()):
-    assert config_check.problems(config, device_count=1) == []
+  for module in (shapes, cub, coco):
+    for arg in (None, 'smoke'):
+      assert config_check.problems(module.get_config(arg), device_count=1) == []
   assert config_check.problems(shapes.get_config('smoke'), device_count=8) == []
 
 

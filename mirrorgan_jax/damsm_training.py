@@ -487,7 +487,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   checkpointing.save_artifact(artifact_dir(workdir), encoder_variables(state), vocab,
                               meta)
   console.say(f'DAMSM artifact written to {artifact_dir(workdir)} (test R-precision '
-              f"top-1 {final.get('r_precision/top1_mean')}).")
+              f"top-1 {final.get('r_precision/top1_mean', float('nan')):.4f}).")
   return artifact_dir(workdir)
 
 

@@ -84,5 +84,8 @@ class SmallCNN(nn.Module):
     if self.pooling == 'flatten':
       return x, flat
     if self.pooling == 'max_flatten':
-      return x, jnp.concatenate([jnp.max(x, axis=(1, 2)), flat], axis=-1)
+      # A max pool over the whole map, not jnp.max: jnp.max's gradient divides by
+      # the count of maxima, which XLA CPU without optimisations can find to be 0.
+      peak = nn.max_pool(x, x.shape[1:3]).reshape(x.shape[0], -1)
+      return x, jnp.concatenate([peak, flat], axis=-1)
     return x, jnp.mean(x, axis=(1, 2))

@@ -87,16 +87,16 @@ def run(config, workdir: epath.Path, mode: str) -> None:
   """Runs the phases of `mode` in order (see the module docstring)."""
   if mode not in MODES:
     raise ValueError(f'unknown mode {mode!r}; choose one of {", ".join(MODES)}')
-  config_check.check(
-      config, jax.device_count(), jax.process_count(),
-      dataset_prepared=(config.data.name not in config_check.MANUAL_DATASETS
-                        or input_pipeline.is_prepared(config)))
-  logging.info('Config:\n%s', json.dumps(json.loads(config.to_json_best_effort()), indent=1))
   has_oracle = config.data.name == oracle_training.DATASET
   if mode == 'oracle' and not has_oracle:
     raise ValueError(f'--mode oracle needs data.name {oracle_training.DATASET!r} (the oracle '
                      'learns its ground-truth attribute labels); this config has '
                      f'{config.data.name!r}')
+  config_check.check(
+      config, jax.device_count(), jax.process_count(),
+      dataset_prepared=(config.data.name not in config_check.MANUAL_DATASETS
+                        or input_pipeline.is_prepared(config)))
+  logging.info('Config:\n%s', json.dumps(json.loads(config.to_json_best_effort()), indent=1))
   workdir.mkdir(parents=True, exist_ok=True)
   roles = {'eval': ('eval',), 'all': ('train', 'eval')}.get(mode, ('train',))
   with workdir_lock.held(workdir, roles, jax.process_index()):

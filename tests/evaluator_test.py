@@ -348,7 +348,7 @@ def test_eval_on_eight_devices_matches_one_device(smoke_run, tmp_path):
   out = subprocess.run(command, cwd=conftest.ROOT, env=env, capture_output=True,
                        text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert 'batches of 8 over 8 local devices' in out.stderr
+  assert 'Eval: batches of 8 over 8 local devices.' in out.stdout
   sharded = json.loads((copy / 'eval' / 'results.json').read_text())
   want, got = (eval_protocol.flat_scalars(r) for r in (results, sharded))
   assert set(got) == set(want)

@@ -100,6 +100,6 @@ def test_pmap_resume_matches_uninterrupted(runs, smoke_run, tmp_path):
   shutil.copytree(runs['pmap'], workdir)
   shutil.rmtree(workdir / 'gan' / 'checkpoints' / '12')
   out = _main(workdir, smoke_run.data_dir, 'pmap', runs['cache'])
-  assert 'gan: resuming at step 6 of 12' in out.stderr
+  assert 'gan: resuming at step 6 of 12.' in out.stdout
   _assert_trees_close(trained_model.load(workdir).g_variables,
                       trained_model.load(runs['pmap']).g_variables)

@@ -424,8 +424,7 @@ def evaluate(config: ml_collections.ConfigDict | None,
   reference = None if extractor is None else fid_reference.reference_statistics(
       config, workdir, extractor, eval_batches)
   mesh = parallel.local_mesh(config.eval.batch_size)
-  logging.info('Eval: batches of %d over %d local devices.', config.eval.batch_size,
-               mesh.size)
+  console.say(f'Eval: batches of {config.eval.batch_size} over {mesh.size} local devices.')
   variables = network_variables(model, mesh)
   key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
   real = _real_pass(eval_batches, key, variables, _nets(model.models, config), mesh,

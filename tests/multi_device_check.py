@@ -44,7 +44,7 @@ def _parallel(mode, batches):
 
 
 def run(modes) -> dict:
-  """{'devices': n, mode: {'max_metric_diff', 'max_param_diff'} for each mode}."""
+  """{'devices': n, mode: {'max_metric_diff' (relative), 'max_param_diff'} per mode}."""
   config = gan_fixtures.smoke_config()
   batches = [gan_fixtures.random_batch(config, seed) for seed in range(2)]
   ref, ref_metrics = _reference(config, batches)
@@ -52,8 +52,10 @@ def run(modes) -> dict:
   for mode in modes:
     state, metrics = _parallel(mode, batches)
     result[mode] = {
+        # Relative to the metric's size (at least 1): g_loss is ~90, where float32
+        # summation order alone moves the 5th decimal.
         'max_metric_diff': max(abs(float(ref_metrics[k]) - float(metrics[k]))
-                               for k in ref_metrics),
+                               / max(1.0, abs(float(ref_metrics[k]))) for k in ref_metrics),
         'max_param_diff': max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                               for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(state)))}
   return result

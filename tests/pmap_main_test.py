@@ -55,8 +55,11 @@ def _pretrained_copy(smoke_run, path):
 
 
 def _assert_trees_close(a, b):
+  # 12 Adam steps at lr 1e-3 move a parameter whose gradient is ~0 by up to 1e-3 per
+  # step on the sign of float noise (summation order differs between jit and pmap);
+  # 5e-5 is 5% of one step (measured: at most 1.7e-5, in 3 of 6,144 weights).
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=5e-5)
 
 
 @pytest.fixture(scope='module')

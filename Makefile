@@ -9,7 +9,7 @@ SAMPLE_TEXT ?= --text "a small red star on the left" \
 	--text "a big blue square against a black background" \
 	--text "a green circle is above a yellow triangle"
 
-.PHONY: run test benchmark clean
+.PHONY: run test test-slow benchmark clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# Checks kept out of CI for time (pytest marker `slow`).
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache

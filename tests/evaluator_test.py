@@ -333,6 +333,7 @@ def test_missing_pieces_give_clear_errors(smoke_run, tmp_path):
     main.run(cub.get_config('smoke'), epath.Path(tmp_path / 'cub'), 'oracle')
 
 
+@pytest.mark.slow  # `make test-slow`; pmap eval is in CI (pmap_main_test).
 def test_eval_on_eight_devices_matches_one_device(smoke_run, tmp_path):
   """`--mode eval` data parallel over 8 fake CPU devices gives the same results."""
   _, data_dir, workdir, results, _ = smoke_run

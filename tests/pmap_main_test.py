@@ -97,6 +97,7 @@ def test_pmap_checkpoint_samples_and_evaluates_like_jit(runs, smoke_run):
   assert list((runs['pmap'] / 'gan' / 'samples').glob('step0000012_ema.png'))
 
 
+@pytest.mark.slow  # `make test-slow`; jit resume is in CI (main_test).
 def test_pmap_resume_matches_uninterrupted(runs, smoke_run, tmp_path):
   """Drop the final checkpoint (step 12) of the pmap run: it resumes from 6, ends the same."""
   workdir = tmp_path / 'resumed'

@@ -54,8 +54,8 @@ def progress_line(phase: str, step: int, num_steps: int, steps_per_sec: float,
     metrics: the interval's mean metrics, without a 'train/' prefix; those in
       KEY_METRICS are shown.
   """
-  eta = (num_steps - step) / steps_per_sec if steps_per_sec > 0 else float('inf')
-  eta_text = _duration(eta) if eta != float('inf') else '?'
+  eta_text = (_duration((num_steps - step) / steps_per_sec) if steps_per_sec > 0
+              else '?')
   values = ' '.join(f'{k} {metrics[k]:.4g}' for k in KEY_METRICS if k in metrics)
   return (f'{phase} {step}/{num_steps} ({100 * step / num_steps:.0f}%) '
           f'{steps_per_sec:.2f} steps/s ETA {eta_text}' + (f' | {values}' if values else ''))

@@ -38,6 +38,7 @@ from PIL import ImageDraw
 from PIL import ImageFont
 import tensorflow as tf
 
+from mirrorgan_jax import cli_errors
 from mirrorgan_jax import config_loading
 from mirrorgan_jax import console
 from mirrorgan_jax import image_grid
@@ -251,7 +252,7 @@ def main(argv: Sequence[str]) -> int:
   try:
     run(args, extra)
   except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
-    print(f'error: {e}'.replace('\n', ' '), file=sys.stderr)
+    print(f'error: {cli_errors.one_line(e)}', file=sys.stderr)
     return 1
   return 0
 

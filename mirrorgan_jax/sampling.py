@@ -263,8 +263,8 @@ def redescribe(trained: Any, images: np.ndarray, batch_size: int | None = None
   variables = jax.device_put(trained.frozen.captioner)
   out = _map_batches(
       lambda batch: redescribe_batch(trained.models.captioner, variables,
-                                      batch['images'], beam_size=c.beam_size,
-                                      max_len=c.max_decode_len)[0],
+                                     batch['images'], beam_size=c.beam_size,
+                                     max_len=c.max_decode_len)[0],
       {'images': images}, _batch_size(trained.config, batch_size))
   return out, [trained.vocab.decode(row) for row in out]
 

@@ -101,6 +101,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.damsm.grad_clip = 0.25  # Global-norm clip on the text encoder only (ref 0.25).
   c.damsm.init_text_encoder = ''  # Converted AttnGAN text encoder to start from ('' = scratch).
   c.damsm.init_image_encoder = ''  # Converted AttnGAN image encoder to start from.
+  c.damsm.eval_every_epochs = 1  # Test R-precision every N epochs (and at the end).
 
   c.stream = ml_collections.ConfigDict()
   c.stream.batch_size = 128  # Global batch for captioner pretraining (ref tutorial 128).
@@ -108,6 +109,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.stream.learning_rate = 1e-3  # Adam lr (ref 1e-3).
   c.stream.lr_schedule = 'constant'  # 'constant' (ref) or 'cosine' (decayed to 0 over the phase).
   c.stream.init_checkpoint = ''  # Converted captioner to start from ('' = scratch).
+  c.stream.eval_every_epochs = 1  # Test loss, BLEU and redescriptions every N epochs (and at the end).
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 12  # Global GAN batch (ref CUB 12).

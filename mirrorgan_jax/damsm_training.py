@@ -477,7 +477,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
       steps_per_epoch=info.steps_per_epoch, init_state=init_state, train_step=train_step,
       batches=lambda start: input_pipeline.create_datasets(
           config, vocab, start_step=start, batch_size=batch_size)[0],
-      evaluator=evaluator, on_start=on_start)
+      evaluator=evaluator, on_start=on_start,
+      eval_every_epochs=config.damsm.eval_every_epochs)
   meta = {'phase': 'damsm', 'source': 'trained', 'vocab_size': len(vocab),
           'model': {TEXT: config.model.text_encoder.to_dict(),
                     IMAGE: config.model.image_encoder.to_dict()},

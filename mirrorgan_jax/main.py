@@ -19,8 +19,9 @@ MIRRORGAN_DISTRIBUTED=1) calls `jax.distributed.initialize()`.
 import json
 import os
 
-# TensorFlow's C++ INFO/WARNING lines (it only reads data here) are off unless asked.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from mirrorgan_jax import runtime_env
+
+runtime_env.set_defaults()  # Before TensorFlow and JAX start.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app

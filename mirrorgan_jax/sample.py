@@ -24,11 +24,12 @@ a one-line `error: ...` on stderr and exit code 1.
 import argparse
 import json
 import math
-import os
 import sys
 from typing import Sequence
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TF loads: no C++ log noise.
+from mirrorgan_jax import runtime_env
+
+runtime_env.set_defaults()  # Before TensorFlow and JAX start.
 
 # pylint: disable=g-import-not-at-top
 from etils import epath

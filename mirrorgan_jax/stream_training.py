@@ -443,7 +443,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
       steps_per_epoch=info.steps_per_epoch, init_state=init_state, train_step=train_step,
       batches=lambda start: input_pipeline.create_datasets(
           config, vocab, start_step=start, batch_size=batch_size)[0],
-      evaluator=evaluator, on_start=on_start)
+      evaluator=evaluator, on_start=on_start,
+      eval_every_epochs=config.stream.eval_every_epochs)
   meta = {'phase': 'stream', 'source': 'trained', 'vocab_size': len(vocab),
           'model': {'captioner': config.model.captioner.to_dict()},
           'steps': num_steps, 'batch_size': batch_size,

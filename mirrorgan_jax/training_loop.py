@@ -193,9 +193,9 @@ def run_pretraining(name: str, config, workdir: epath.Path | str, *, num_steps: 
                     steps_per_epoch: int, init_state: Callable[[], State],
                     train_step: Callable[[State, Batch], tuple[State, Metrics]],
                     batches: Callable[[int], Iterator[Batch]], evaluator: Any,
-                    on_start: Callable[[State, Any], None] | None = None
-                    ) -> tuple[State, dict[str, float]]:
-  """Runs a pretraining phase (DAMSM, STREAM, oracle) evaluated once per epoch.
+                    on_start: Callable[[State, Any], None] | None = None,
+                    eval_every_epochs: int = 1) -> tuple[State, dict[str, float]]:
+  """Runs a pretraining phase (DAMSM, STREAM) evaluated every few epochs and at the end.
 
   Args:
     name: the phase name (workdir sub-directory).
@@ -205,12 +205,14 @@ def run_pretraining(name: str, config, workdir: epath.Path | str, *, num_steps: 
       in `Phase`.
     evaluator: called as `Phase.evaluate`; has `.last` (the scalars of its
       latest evaluation, or None) and `.compute(state) -> (scalars, extras)`.
+    eval_every_epochs: epochs between evaluations (the last step is always one).
   Returns:
     (final state, scalars of the final evaluation).
   """
   phase = Phase(
       name=name, num_steps=num_steps, init_state=init_state, train_step=train_step,
-      batches=batches, evaluate=evaluator, eval_every=steps_per_epoch,
+      batches=batches, evaluate=evaluator,
+      eval_every=eval_every_epochs * steps_per_epoch,
       log_every=config.train.log_every_steps,
       checkpoint_every=config.train.checkpoint_every_steps,
       keep_checkpoints=config.train.keep_checkpoints, on_start=on_start)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -50,3 +51,31 @@ def test_sigterm_saves_then_exits(tmp_path):
   ckpt = checkpointing.Checkpointer(tmp_path / 'toy' / 'checkpoints')
   _, meta, step = ckpt.restore({'w': jnp.zeros((2,)), 'step': jnp.array(0)})
   assert step >= 5 and meta['step'] == step
+
+
+class _CountingEvaluator:
+  """Records the steps it is called at; `last` is what run_pretraining returns."""
+
+  def __init__(self):
+    self.steps, self.last = [], None
+
+  def __call__(self, state, step, writer):
+    del writer
+    self.steps.append(step)
+    self.last = {'w0': float(state['w'][0])}
+
+  def compute(self, state):
+    return {'w0': float(state['w'][0])}, {}
+
+
+def test_pretraining_evaluates_every_few_epochs_and_at_the_end(tmp_path):
+  toy = toy_phase.make_phase(7)
+  config = ml_collections.ConfigDict({'train': {
+      'log_every_steps': 100, 'checkpoint_every_steps': 100, 'keep_checkpoints': 1}})
+  evaluator = _CountingEvaluator()
+  state, final = training_loop.run_pretraining(
+      'toy', config, tmp_path, num_steps=7, steps_per_epoch=2,
+      init_state=toy.init_state, train_step=toy.train_step, batches=toy.batches,
+      evaluator=evaluator, eval_every_epochs=2)
+  assert evaluator.steps == [4, 7]  # Epochs 2 and the last step (epoch 3.5).
+  assert final == {'w0': float(state['w'][0])}

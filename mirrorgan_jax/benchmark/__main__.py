@@ -25,6 +25,11 @@ import platform
 import sys
 from typing import Any, Sequence
 
+from mirrorgan_jax import runtime_env
+
+runtime_env.set_defaults()  # Before JAX starts: XLA:CPU options timed as trained.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 import jax

@@ -56,6 +56,65 @@ def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
   return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
 
 
+# Taps of a 3x3 kernel (along one axis) seen by output phase a of a nearest x2
+# upsampling: output row 2i+a reads upsampled rows 2i+a-1 .. 2i+a+1, i.e. input
+# rows (i-1, i, i) for a = 0 and (i, i, i+1) for a = 1. _PHASE_TAPS[a] maps the
+# kernel's 3 taps onto the 2 input rows (i-1+a, i+a) of a 2-tap kernel.
+_PHASE_TAPS = (((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)),
+               ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+
+
+def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """conv3x3 (padding 1, no bias) of the nearest x2 upsampling of `x`, without it.
+
+  Equals `conv(upsample_nearest(x), kernel)` (up to float summation order): each
+  of the 4 output phases (row and column parity) is a 2x2 convolution of the
+  zero-padded input with folded taps, and the phases are interleaved. That is
+  4/9 of the multiply-adds, and neither pass materialises the 4x larger
+  upsampled input; on XLA:CPU the forward and backward of the GAN's up-blocks
+  run 1.5-3x faster (BENCHMARKS.md).
+
+  Args:
+    x: [B, H, W, C].
+    kernel: [3, 3, C, O] (HWIO), in x's dtype.
+  Returns:
+    [B, 2H, 2W, O].
+  """
+  b, h, w, _ = x.shape
+  taps = jnp.asarray(_PHASE_TAPS, kernel.dtype)  # [phase, new tap, old tap]
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  rows = []
+  for a in range(2):
+    cols = []
+    for c in range(2):
+      folded = jnp.einsum('st,uv,tvio->suio', taps[a], taps[c], kernel)
+      cols.append(jax.lax.conv_general_dilated(
+          padded[:, a:a + h + 1, c:c + w + 1], folded, (1, 1), 'VALID',
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+    rows.append(jnp.stack(cols, axis=3))  # [B, H, W, col phase, O]
+  return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, kernel.shape[-1])
+
+
+class UpsampleConv(nn.Module):
+  """Nearest x2 then conv3x3 (no bias), computed by `upsample_conv3x3`.
+
+  Its parameter is an `nn.Conv` kernel ([3, 3, C, features], same initialiser and
+  name), so checkpoints and converted weights are those of `conv(...)`.
+
+  Attributes:
+    features: output channels.
+    dtype: compute dtype (the kernel stays float32).
+  """
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param('kernel', KERNEL_INIT, (3, 3, x.shape[-1], self.features),
+                        jnp.float32)
+    return upsample_conv3x3(x.astype(self.dtype), kernel.astype(self.dtype))
+
+
 def batch_norm(train: bool, axis_name: str | None, dtype: Dtype,
                name: str) -> nn.BatchNorm:
   """BatchNorm with PyTorch's defaults and the reference initialisation.
@@ -106,8 +165,7 @@ class UpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = upsample_nearest(x.astype(self.dtype))
-    x = conv(2 * self.features, 3, self.dtype, 'conv')(x)
+    x = UpsampleConv(2 * self.features, self.dtype, name='conv')(x)
     x = batch_norm(train, self.bn_axis_name, self.dtype, 'bn')(x)
     return glu(x)
 

@@ -1,4 +1,4 @@
-"""Process environment set before TensorFlow and JAX start (every CLI calls it first).
+"""Process environment set before TensorFlow and JAX start (main, sample and benchmark).
 
 - TensorFlow's C++ INFO/WARNING lines are off (`TF_CPP_MIN_LOG_LEVEL=2`): it only
   reads data here.

@@ -4,7 +4,7 @@
   reads data here.
 - XLA:CPU compiles convolutions and dots with its own Eigen/LLVM kernels instead of
   YNNPACK fusions (`--xla_cpu_experimental_ynn_fusion_type=`). Measured on 2 Zen 3
-  cores, captioned_shapes config, float32 (BENCHMARKS.md, "XLA:CPU options"): the
+  cores, captioned_shapes config, float32 (BENCHMARKS.md, section (d)): the
   GAN step 0.38-0.66 s -> 0.31-0.39 s, the DAMSM step 0.191 -> 0.137 s. YNNPACK ran
   the weight gradients of the GAN's small-channel 3x3 convolutions at 5-20 GFLOP/s
   (the Eigen kernels: 40-80). The flag only concerns the CPU backend.
@@ -20,8 +20,7 @@ A value the user already set (in the environment or `XLA_FLAGS`) is kept, and
 import os
 from typing import MutableMapping
 
-YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
-CPU_XLA_FLAGS = (f'{YNN_FLAG}=',)
+YNN_OFF = '--xla_cpu_experimental_ynn_fusion_type='  # No fusion type goes to YNNPACK.
 CACHE_MAX_BYTES = 2 * 2**30
 
 
@@ -44,8 +43,6 @@ def set_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
   if environ.get('MIRRORGAN_XLA_DEFAULTS', '1') == '0':
     return
   flags = environ.get('XLA_FLAGS', '').split()
-  for flag in CPU_XLA_FLAGS:
-    name = flag.split('=')[0]
-    if not any(f == name or f.startswith(name + '=') for f in flags):
-      flags.append(flag)
+  if not any(f.startswith(YNN_OFF) or f == YNN_OFF[:-1] for f in flags):
+    flags.append(YNN_OFF)  # Unless the user chose a value of their own.
   environ['XLA_FLAGS'] = ' '.join(flags)

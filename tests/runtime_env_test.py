@@ -1,4 +1,4 @@
-"""Tests of runtime_env: the environment every CLI sets before JAX starts."""
+"""Tests of runtime_env: the environment main, sample and benchmark set before JAX starts."""
 
 import os
 import subprocess
@@ -7,11 +7,13 @@ import sys
 from mirrorgan_jax import runtime_env
 
 # Compiles the weight gradient of a small 3x3 convolution (the kind YNNPACK ran
-# slowly in the GAN step) and prints whether XLA:CPU made a YNNPACK fusion of it.
+# slowly in the GAN step); prints whether XLA:CPU made a YNNPACK fusion of it and
+# whether JAX's persistent compilation cache is on.
 _PROBE = r'''
 from mirrorgan_jax import runtime_env
 runtime_env.set_defaults()
 import jax, jax.numpy as jnp
+import jax._src.compilation_cache as cc
 def loss(w, x):
   y = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -19,6 +21,7 @@ def loss(w, x):
 x = jnp.ones((8, 16, 16, 24)); w = jnp.ones((3, 3, 24, 48))
 text = jax.jit(jax.grad(loss)).lower(w, x).compile().as_text()
 print('YNN' if '__ynn_fusion' in text else 'NO-YNN')
+print('cached' if cc.is_initialized() else 'off')
 '''
 
 
@@ -64,28 +67,28 @@ def _run(script: str, **extra_env) -> str:
   return out.stdout
 
 
-def _probe(**extra_env) -> str:
-  return _run(_PROBE, **extra_env).split()[-1]
+def _probe(**extra_env) -> tuple[str, str]:
+  """(YNN or NO-YNN, cached or off) printed by the probe."""
+  ynn, cache = _run(_PROBE, **extra_env).split()[-2:]
+  return (ynn, cache)
 
 
 def test_the_flag_takes_ynnpack_off_convolutions():
   """With the defaults XLA:CPU emits no YNNPACK fusion; XLA's own default does."""
-  assert _probe() == 'NO-YNN'
-  assert _probe(MIRRORGAN_XLA_DEFAULTS='0') == 'YNN'
+  assert _probe()[0] == 'NO-YNN'
+  assert _probe(MIRRORGAN_XLA_DEFAULTS='0')[0] == 'YNN'
 
 
 def test_a_second_process_loads_its_programs_from_the_cache(tmp_path):
   """The first run writes the compiled probe to the cache; the second reads it."""
-  script = _PROBE.replace("print('YNN'", "import jax._src.compilation_cache as cc\n"
-                          "print('cached' if cc.is_initialized() else 'off')\nprint('YNN'")
   env = {'XDG_CACHE_HOME': str(tmp_path),
          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
   cache = tmp_path / 'mirrorgan_jax' / 'xla'
 
   def programs():  # Compiled programs (the '-atime' files only track use).
     return {p.name: p.stat().st_mtime_ns for p in cache.glob('*-cache')}
-  _run(script, **env)
+  _probe(**env)
   first = programs()
   assert any(name.startswith('jit_loss') for name in first)
-  assert 'cached' in _run(script, **env)
+  assert _probe(**env)[1] == 'cached'
   assert programs() == first  # Nothing compiled and written again.

@@ -51,11 +51,6 @@ def glu(x: jax.Array) -> jax.Array:
   return a * jax.nn.sigmoid(b)
 
 
-def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
-  """Nearest-neighbour upsampling of [B, H, W, C] to [B, factor*H, factor*W, C]."""
-  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
-
-
 # Taps of a 3x3 kernel (along one axis) seen by output phase a of a nearest x2
 # upsampling: output row 2i+a reads upsampled rows 2i+a-1 .. 2i+a+1, i.e. input
 # rows (i-1, i, i) for a = 0 and (i, i, i+1) for a = 1. _PHASE_TAPS[a] maps the
@@ -67,7 +62,8 @@ _PHASE_TAPS = (((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)),
 def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """conv3x3 (padding 1, no bias) of the nearest x2 upsampling of `x`, without it.
 
-  Equals `conv(upsample_nearest(x), kernel)` (up to float summation order): each
+  Equals the padded conv3x3 of `x` with every pixel repeated 2x2 (nearest x2
+  upsampling), up to float summation order: each
   of the 4 output phases (row and column parity) is a 2x2 convolution of the
   zero-padded input with folded taps, and the phases are interleaved. That is
   4/9 of the multiply-adds, and neither pass materialises the 4x larger

@@ -80,6 +80,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.loss.stream_end_token = True  # STREAM also predicts <end> after the caption (ref: never).
   c.loss.kl_weight = 1.0  # Weight of the conditioning-augmentation KL (ref 1; not in paper).
   c.loss.d_mismatch_term = True  # D also scores real images with wrong captions (ref; not in paper Eq. 10).
+  # Random translations, max fraction of the image side (ref 0: no augmentation),
+  # edge-padded (`random_translation`): of every D input (DiffAugment), of STREAM's input.
+  c.loss.d_translate = 0.0
+  c.loss.stream_translate = 0.0
   c.loss.gamma1 = 4.0  # DAMSM region-attention temperature (ref 4).
   c.loss.gamma2 = 5.0  # DAMSM word-relevance smoothing (ref 5).
   c.loss.gamma3 = 10.0  # DAMSM logit scale (ref 10).

@@ -89,6 +89,8 @@ RULES: dict[str, Rule] = {
     'model.captioner.beam_size': POSITIVE_INT,
     'loss.stream_weight': NON_NEGATIVE,
     'loss.kl_weight': NON_NEGATIVE,
+    'loss.d_translate': NON_NEGATIVE,
+    'loss.stream_translate': NON_NEGATIVE,
     'loss.gamma1': POSITIVE,
     'loss.gamma2': POSITIVE,
     'loss.gamma3': POSITIVE,

@@ -40,6 +40,7 @@ import optax
 
 from mirrorgan_jax import losses
 from mirrorgan_jax import parallel
+from mirrorgan_jax import random_translation
 from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.models import factory
 
@@ -112,12 +113,12 @@ def ema_decay(config: ml_collections.ConfigDict, num_updates: jax.Array) -> jax.
   return decay
 
 
-def _normal(key, local_shape, axis_name):
-  """N(0, 1) noise; under pmap, this device's slice of the global draw."""
+def _draw(sample, key, local_shape, axis_name):
+  """`sample(key, shape)`; under pmap, this device's slice of the global draw."""
   if axis_name is None:
-    return jax.random.normal(key, local_shape)
+    return sample(key, local_shape)
   n = jax.lax.psum(1, axis_name)
-  full = jax.random.normal(key, (local_shape[0] * n,) + tuple(local_shape[1:]))
+  full = sample(key, (local_shape[0] * n,) + tuple(local_shape[1:]))
   start = jax.lax.axis_index(axis_name) * local_shape[0]
   return jax.lax.dynamic_slice_in_dim(full, start, local_shape[0])
 
@@ -168,8 +169,16 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
   local_batch = ids.shape[0]
   key = jax.random.fold_in(state.rng, state.step)
   z_key, eps_key = jax.random.split(key)
-  z = _normal(z_key, (local_batch, g_cfg.z_dim), axis_name)
-  eps = _normal(eps_key, (local_batch, g_cfg.condition_dim), axis_name)
+  z = _draw(jax.random.normal, z_key, (local_batch, g_cfg.z_dim), axis_name)
+  eps = _draw(jax.random.normal, eps_key, (local_batch, g_cfg.condition_dim), axis_name)
+  # Random translations (off by default): D inputs in the D update, D inputs in
+  # the G update, STREAM input. A fold-in keeps z and eps as without them.
+  d_shift, stream_shift = config.loss.d_translate, config.loss.stream_translate
+  offsets = [_draw(lambda k, shape, f=f: random_translation.draw_offsets(k, shape[0], f),
+                   k, (local_batch, 2), axis_name)
+             for k, f in zip(jax.random.split(jax.random.fold_in(key, 2), 4),
+                             (d_shift, d_shift, d_shift, stream_shift))]
+  d_offsets = {'real': offsets[0], 'fake': offsets[1], 'g': offsets[2]}
 
   targets = losses.caption_target_lengths(lengths, ids.shape[1],
                                           config.loss.stream_end_token)
@@ -196,7 +205,10 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
     for (name, disc), real, fake in zip(models.discriminators.items(), reals, fakes):
       logits, new_stats[name] = _d_scores(
           disc, {'params': d_params[name], 'batch_stats': state.d_batch_stats[name]},
-          real, jax.lax.stop_gradient(fake), sentence, wrong_sentence)
+          random_translation.translate(real, d_offsets['real'], d_shift),
+          random_translation.translate(jax.lax.stop_gradient(fake), d_offsets['fake'],
+                                       d_shift),
+          sentence, wrong_sentence)
       loss, terms = losses.discriminator_loss(
           **logits, mismatch_term=config.loss.d_mismatch_term)
       total += loss
@@ -217,6 +229,7 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
     adv, aux, stats = [], {}, {}
     for (name, disc), fake in zip(models.discriminators.items(), images):
       v = {'params': d_params[name], 'batch_stats': d_batch_stats[name]}
+      fake = random_translation.translate(fake, d_offsets['g'], d_shift)
       code, mutated = disc.apply(v, fake, True, method='encode', mutable=['batch_stats'])
       v = {'params': d_params[name], 'batch_stats': mutated['batch_stats']}
       uncond = disc.apply(v, code, method='uncond_logits')
@@ -226,8 +239,8 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
       adv.append(losses.generator_adversarial_loss(uncond, cond))
       aux[f'g_adv/{name}'] = adv[-1]
     with jax.named_scope('STREAM'):
-      logits = models.captioner.apply(frozen.captioner, images[-1], ids, targets,
-                                      train=False)
+      seen = random_translation.translate(images[-1], offsets[3], stream_shift)
+      logits = models.captioner.apply(frozen.captioner, seen, ids, targets, train=False)
       caption_ce = losses.caption_loss(logits, ids, targets)
       caption_ce = caption_ce * _token_mean_weight(targets, axis_name)
     total, g_aux = losses.generator_loss(

@@ -27,9 +27,13 @@ def _reference(config, batches):
   return jax.device_get((state, metrics))
 
 
+# Random translations on, so the per-device slices of their offsets are checked too.
+AUGMENT = {'loss.d_translate': 0.25, 'loss.stream_translate': 0.25}
+
+
 def _parallel(mode, batches):
   """The steps through `make_train_step` in `mode` on every device: (state, metrics)."""
-  config = gan_fixtures.smoke_config(**{'parallel.mode': mode})
+  config = gan_fixtures.smoke_config(**{'parallel.mode': mode}, **AUGMENT)
   axis = parallel.PMAP_AXIS if mode == 'pmap' else None
   models = factory.create_models(config, gan_fixtures.VOCAB, bn_axis_name=axis)
   frozen = gan_fixtures.random_frozen(config, models)
@@ -45,7 +49,7 @@ def _parallel(mode, batches):
 
 def run(modes) -> dict:
   """{'devices': n, mode: {'max_metric_diff' (relative), 'max_param_diff'} per mode}."""
-  config = gan_fixtures.smoke_config()
+  config = gan_fixtures.smoke_config(**AUGMENT)
   batches = [gan_fixtures.random_batch(config, seed) for seed in range(2)]
   ref, ref_metrics = _reference(config, batches)
   result = {'devices': jax.device_count()}

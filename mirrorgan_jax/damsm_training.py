@@ -243,23 +243,12 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
   mesh = mesh or parallel.create_mesh()
   key = image_key(config)
   base_lr = config.damsm.learning_rate
-  rep = parallel.replicated(mesh)
-  step = jax.jit(
+  return parallel.data_parallel_step(
       functools.partial(
           _train_step, models, tx, ml_collections.FrozenConfigDict(config.loss),
           config.model.image_encoder.train_backbone,
           lambda step: learning_rate(base_lr, step // steps_per_epoch), key),
-      in_shardings=(rep, parallel.batch_sharded(mesh)), out_shardings=(rep, rep),
-      donate_argnums=0)
-
-  def train_step(state, batch):
-    batch = {k: batch[k] for k in (key,) + _TRAIN_KEYS}
-    return step(state, parallel.global_batch(batch, mesh))
-
-  train_step.compiled = step
-  # The state must arrive with the output sharding, or the second call recompiles.
-  train_step.place_state = functools.partial(parallel.replicate, mesh=mesh)
-  return train_step
+      mesh, batch_keys=(key,) + _TRAIN_KEYS)
 
 
 # ----------------------------------------------------------------- state

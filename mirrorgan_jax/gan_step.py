@@ -300,38 +300,32 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
   Returns:
     train_step(state, batch) -> (state, metrics of scalars, in both modes). In
     'jit' mode `state` is replicated over the mesh and `batch` a host-local numpy
-    batch; in 'pmap' mode `state` carries a leading device axis. `train_step.place_state` puts a
-    fresh state in that layout.
+    batch; in 'pmap' mode `state` carries a leading device axis. Attributes:
+    `place_state` (a fresh state -> that layout), `compiled`, `frozen` (as
+    placed) and `lower(state, batch)` (as `parallel.data_parallel_step`).
   """
   mode = config.parallel.mode
   if mode == 'jit':
-    mesh = mesh or parallel.create_mesh()
-    rep = parallel.replicated(mesh)
-    step = jax.jit(
-        functools.partial(_gan_step, config, models, None),
-        in_shardings=(rep, rep, parallel.batch_sharded(mesh)),
-        out_shardings=(rep, rep), donate_argnums=0)
-    frozen_on_device = parallel.replicate(frozen, mesh)
-
-    def train_step(state, batch):
-      return step(state, frozen_on_device, parallel.global_batch(batch, mesh))
-
-    # The state must arrive with the output sharding, or the second call recompiles.
-    place_state = functools.partial(parallel.replicate, mesh=mesh)
-  elif mode == 'pmap':
-    step = jax.pmap(functools.partial(_gan_step, config, models, parallel.PMAP_AXIS),
-                    axis_name=parallel.PMAP_AXIS, donate_argnums=0)
-    frozen_on_device = parallel.replicate_for_pmap(frozen)
-
-    def train_step(state, batch):
-      state, metrics = step(state, frozen_on_device, parallel.split_for_pmap(batch))
-      # Metrics are pmean-ed, equal on every device: keep the scalars, as in 'jit' mode.
-      return state, parallel.unreplicate(metrics)
-
-    place_state = parallel.replicate_for_pmap
-  else:
+    train_step = parallel.data_parallel_step(
+        functools.partial(_gan_step, config, models, None), mesh or parallel.create_mesh(),
+        constants=(frozen,))
+    train_step.frozen = train_step.constants[0]
+    return train_step
+  if mode != 'pmap':
     raise ValueError(f"parallel.mode must be 'jit' or 'pmap', got {mode!r}")
+  step = jax.pmap(functools.partial(_gan_step, config, models, parallel.PMAP_AXIS),
+                  axis_name=parallel.PMAP_AXIS, donate_argnums=0)
+  frozen_on_device = parallel.replicate_for_pmap(frozen)
+
+  def train_step(state, batch):
+    state, metrics = step(state, frozen_on_device, parallel.split_for_pmap(batch))
+    # Metrics are pmean-ed, equal on every device: keep the scalars, as in 'jit' mode.
+    return state, parallel.unreplicate(metrics)
+
   train_step.compiled = step  # For tests and the benchmark (lowering, HLO size).
   train_step.frozen = frozen_on_device
-  train_step.place_state = place_state  # Host state -> the step's device layout.
+  train_step.place_state = parallel.replicate_for_pmap  # Host state -> the step's layout.
+  # The per-device program (its cost analysis counts one device's share).
+  train_step.lower = lambda state, batch: step.lower(
+      state, frozen_on_device, parallel.split_for_pmap(batch))
   return train_step

@@ -334,19 +334,9 @@ def make_train_step(model: oracle_lib.Oracle, tx: optax.GradientTransformation,
   """The jitted data-parallel step: (state, host batch) -> (state, metrics).
 
   Loss: sum over heads of each head's mean cross-entropy (object heads over
-  the batch's one-object scenes). `train_step.place_state` puts a fresh state
-  in the compiled layout (else the second call recompiles).
+  the batch's one-object scenes). Attributes as `parallel.data_parallel_step`.
   """
-  rep = parallel.replicated(mesh)
-  step = jax.jit(functools.partial(_train_step, model, tx),
-                 in_shardings=(rep, parallel.batch_sharded(mesh)),
-                 out_shardings=(rep, rep), donate_argnums=0)
-
-  def train_step(state, batch):
-    return step(state, parallel.global_batch(batch, mesh))
-
-  train_step.place_state = functools.partial(parallel.replicate, mesh=mesh)
-  return train_step
+  return parallel.data_parallel_step(functools.partial(_train_step, model, tx), mesh)
 
 
 def _variables(state: OracleState) -> dict[str, Any]:

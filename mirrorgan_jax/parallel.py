@@ -8,6 +8,9 @@ local devices, with gradients, losses and BatchNorm statistics averaged across
 the `batch` axis. Multi-host runs build global arrays from each process's batch.
 """
 
+import functools
+from typing import Any, Callable, Sequence
+
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
@@ -57,6 +60,48 @@ def global_batch(batch, mesh: Mesh):
 def replicate(tree, mesh: Mesh):
   """Puts a pytree on every device of the mesh (replicated)."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def data_parallel_step(fn: Callable[..., tuple[Any, Any]], mesh: Mesh,
+                       constants: Sequence[Any] = (),
+                       batch_keys: Sequence[str] | None = None):
+  """Compiles `fn(state, *constants, batch) -> (state, metrics)` over `mesh`.
+
+  The state and `constants` (e.g. frozen networks: arguments of the compiled
+  program, never baked in as literals) are replicated, the batch is sharded on
+  `data`, the state is donated.
+
+  Args:
+    fn: the pure step.
+    mesh: the device mesh.
+    constants: pytrees passed to every call after the state; placed once.
+    batch_keys: the batch entries the step takes (default: all).
+  Returns:
+    train_step(state, host_batch) -> (state, metrics), where `host_batch` is
+    this process's numpy batch, with attributes `compiled` (the jitted `fn`),
+    `constants` (as placed on the devices), `place_state` (a fresh host state
+    -> the compiled layout, else the second call recompiles) and
+    `lower(state, host_batch)` (the `jax.stages.Lowered` program, for its cost
+    analysis).
+  """
+  rep = replicated(mesh)
+  step = jax.jit(fn, in_shardings=(rep,) * (1 + len(constants)) + (batch_sharded(mesh),),
+                 out_shardings=(rep, rep), donate_argnums=0)
+  on_device = tuple(replicate(c, mesh) for c in constants)
+
+  def args(state, batch):
+    if batch_keys is not None:
+      batch = {k: batch[k] for k in batch_keys}
+    return (state, *on_device, global_batch(batch, mesh))
+
+  def train_step(state, batch):
+    return step(*args(state, batch))
+
+  train_step.compiled = step
+  train_step.constants = on_device
+  train_step.place_state = functools.partial(replicate, mesh=mesh)
+  train_step.lower = lambda state, batch: step.lower(*args(state, batch))
+  return train_step
 
 
 def split_for_pmap(batch):

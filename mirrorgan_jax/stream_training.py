@@ -219,20 +219,9 @@ def make_train_step(config: ml_collections.ConfigDict, model: captioner_lib.Capt
   if frozen:  # Same parameters; no gradient is computed through the backbone.
     model = model.clone(freeze_backbone=True)
   key = image_key(config)
-  rep = parallel.replicated(mesh)
-  step = jax.jit(functools.partial(_train_step, model, tx, frozen, key,
-                                   config.loss.stream_end_token),
-                 in_shardings=(rep, parallel.batch_sharded(mesh)),
-                 out_shardings=(rep, rep), donate_argnums=0)
-
-  def train_step(state, batch):
-    batch = {k: batch[k] for k in (key,) + _TRAIN_KEYS}
-    return step(state, parallel.global_batch(batch, mesh))
-
-  train_step.compiled = step
-  # The state must arrive with the output sharding, or the second call recompiles.
-  train_step.place_state = functools.partial(parallel.replicate, mesh=mesh)
-  return train_step
+  return parallel.data_parallel_step(
+      functools.partial(_train_step, model, tx, frozen, key, config.loss.stream_end_token),
+      mesh, batch_keys=(key,) + _TRAIN_KEYS)
 
 
 def _template_inputs(config):

@@ -22,14 +22,14 @@ SMOKE = str(ROOT / 'configs' / 'shapes.py') + ':smoke'
 _MEASUREMENT_KEYS = {
     'name', 'dtype', 'batch_size', 'first_call_s', 'trace_lower_s', 'compile_s',
     'median_step_s', 'min_step_s', 'max_step_s', 'images_per_s', 'steps',
-    'peak_host_mib', 'peak_device_mib'}
+    'peak_host_mib', 'peak_device_mib', 'gflop_per_image', 'gflop_per_s', 'utilisation'}
 _TOP_KEYS = {
     'config', 'config_overrides', 'backend', 'device_kind', 'device_count',
     'process_count', 'jax_version', 'python_version', 'cpu_model', 'cpu_cores',
     'load_average_1m', 'load_average_1m_end', 'xla_flags',
     'jax_disable_most_optimizations', 'steps', 'warmup', 'vocab_size', 'dtypes',
     'phases', 'parallel_mode', 'image_sizes', 'batch_sizes', 'peak_host_mib',
-    'peak_device_mib', 'results'}
+    'peak_device_mib', 'peak_flops', 'results'}
 
 
 @pytest.fixture(scope='module')
@@ -62,6 +62,16 @@ def test_report_has_every_key_and_row(smoke_report):
     # The first call compiles: it takes longer than XLA's compile time alone.
     assert row['first_call_s'] > row['compile_s']
     assert row['peak_device_mib'] == 'n/a'  # CPU reports no device memory.
+    assert _positive_finite(row['gflop_per_image']), row['name']
+    assert row['gflop_per_s'] == pytest.approx(
+        row['gflop_per_image'] * row['batch_size'] / row['median_step_s'])
+    peak = smoke_report['peak_flops']['float32'][0]
+    assert peak is None or row['utilisation'] == pytest.approx(row['gflop_per_s'] * 1e9 / peak)
+  # FLOPs scale with the batch: sampling costs about the same per image at 1 and
+  # 4 (weight-only work, e.g. the text encoder's input projections, is per call).
+  assert rows[3]['gflop_per_image'] == pytest.approx(rows[4]['gflop_per_image'], rel=0.05)
+  # A train step (forward, backward, update) costs more than G's forward alone.
+  assert rows[0]['gflop_per_image'] > 2 * rows[4]['gflop_per_image']
 
 
 def test_report_describes_the_run(smoke_report):
@@ -107,13 +117,20 @@ def test_compile_clock_sees_compiles_only():
   assert cached.compile_s == 0 and cached.trace_lower_s == 0
 
 
+def test_program_flops_of_a_matmul_by_hand():
+  lowered = jax.jit(lambda a, b: a @ b).lower(np.ones((4, 8), np.float32),
+                                              np.ones((8, 16), np.float32))
+  assert train_speed.program_flops(lowered) == 2 * 4 * 8 * 16
+  assert train_speed.program_flops(lowered, copies=3) == 3 * 2 * 4 * 8 * 16
+
+
 def test_table_and_config_name():
   row = train_speed.Measurement('gan_step', 'bfloat16', 32, 12.5, 1.0, 10.0, 0.25, 0.2,
                                 0.3, 128.0, 10, 2048.0, 'n/a')
   lines = cli.table([row]).splitlines()
   assert lines[0].split()[:3] == ['measurement', 'dtype', 'batch']
   assert lines[2].split() == ['gan_step', 'bfloat16', '32', '12.50', '10.00', '0.2500',
-                              '128.00', '2,048.00', 'n/a']
+                              '128.00', 'n/a', 'n/a', 'n/a', '2,048.00', 'n/a']
   assert cli.config_name('configs/shapes.py:smoke') == 'shapes_smoke'
   assert cli.config_name('configs/cub.py') == 'cub'
 

@@ -35,6 +35,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from mirrorgan_jax.benchmark import peak_flops
 from mirrorgan_jax.benchmark import train_speed
 
 # Vocabulary sizes of the datasets (CUB / COCO: AttnGAN's released encoders).
@@ -42,6 +43,8 @@ DEFAULT_VOCAB_SIZES = {'captioned_shapes': 80, 'cub': 5450, 'coco2014_captions':
 _COLUMNS = (('measurement', 'name'), ('dtype', 'dtype'), ('batch', 'batch_size'),
             ('first call s', 'first_call_s'), ('compile s', 'compile_s'),
             ('s/step', 'median_step_s'), ('images/s', 'images_per_s'),
+            ('GFLOP/image', 'gflop_per_image'), ('GFLOP/s', 'gflop_per_s'),
+            ('of peak', 'utilisation'),
             ('host MiB', 'peak_host_mib'), ('device MiB', 'peak_device_mib'))
 
 
@@ -176,6 +179,10 @@ def report(options: Options, env: dict[str, Any],
                       'sampling': list(options.sample_batch_sizes)},
       'peak_host_mib': train_speed.host_peak_mib(),
       'peak_device_mib': max(device_peaks) if device_peaks else 'n/a',
+      # The denominators of `utilisation`: {dtype: [FLOP/s or None, how derived]}.
+      'peak_flops': {d: list(peak_flops.peak_flops(env['backend'], env['device_kind'], d,
+                                                   env['device_count']))
+                     for d in options.dtypes},
       'results': [dataclasses.asdict(r) for r in results],
   }
 
@@ -183,6 +190,8 @@ def report(options: Options, env: dict[str, Any],
 def table(results: list[train_speed.Measurement]) -> str:
   """One row per measurement, aligned columns."""
   def cell(value):
+    if value is None:
+      return 'n/a'
     if isinstance(value, float):
       return f'{value:.4f}' if value < 1 else f'{value:,.2f}'
     return str(value)
@@ -221,6 +230,8 @@ def main(argv: Sequence[str]) -> int:
   print(f"{env['device_count']} x {env['device_kind']}; peak host memory "
         f"{doc['peak_host_mib']:,.0f} MiB; peak device memory "
         + (f'{device_peak:,.0f} MiB' if device_peak != 'n/a' else 'n/a'))
+  for dtype, (_, how) in doc['peak_flops'].items():
+    print(f'Peak {dtype}: {how}.')
   options.out.parent.mkdir(parents=True, exist_ok=True)
   options.out.write_text(json.dumps(doc, indent=1) + '\n')
   logging.info('Wrote %s.', options.out)

@@ -15,6 +15,11 @@ Timing: the first call (tracing, lowering, XLA compilation and one execution)
 is timed on its own, with the trace/lower and backend-compile durations JAX
 reports through `jax.monitoring`; after `warmup` more calls, every one of
 `steps` calls is timed to `block_until_ready` and the median is reported.
+
+FLOPs: XLA's cost analysis of the step's lowered (not yet optimised) program,
+i.e. the model's FLOPs as written (forward, backward, optimiser), not what a
+backend's fusions or rematerialisation add; achieved FLOP/s is that over the
+median step time, utilisation that over the devices' peak (`peak_flops`).
 """
 
 import copy
@@ -38,6 +43,7 @@ from mirrorgan_jax import parallel
 from mirrorgan_jax import sampling
 from mirrorgan_jax import stream_training
 from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.benchmark import peak_flops
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.models import factory
@@ -74,6 +80,9 @@ class Measurement:
     peak_host_mib: the process's peak resident memory so far (ru_maxrss).
     peak_device_mib: the largest `peak_bytes_in_use` of the devices so far,
       or 'n/a' where the backend reports none (CPU).
+    gflop_per_image: model GFLOPs of one call (cost analysis) / batch_size.
+    gflop_per_s: model GFLOPs of one call / median_step_s.
+    utilisation: gflop_per_s over the devices' peak (None where unknown).
   """
   name: str
   dtype: str
@@ -88,6 +97,18 @@ class Measurement:
   steps: int
   peak_host_mib: float
   peak_device_mib: float | str
+  gflop_per_image: float | None = None
+  gflop_per_s: float | None = None
+  utilisation: float | None = None
+
+
+def program_flops(lowered: jax.stages.Lowered, copies: int = 1) -> float | None:
+  """FLOPs of a lowered program (x `copies`: pmap lowers one device's share)."""
+  cost = lowered.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # Older JAX: one dict per program.
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get('flops')
+  return None if flops is None or flops <= 0 else float(flops) * copies
 
 
 # ----------------------------------------------------------------- inputs
@@ -208,7 +229,8 @@ def device_peak_mib() -> float | str:
 
 
 def time_calls(call: Callable[[], Any], name: str, dtype: str, batch_size: int,
-               steps: int, warmup: int) -> Measurement:
+               steps: int, warmup: int,
+               count_flops: Callable[[], float | None] | None = None) -> Measurement:
   """Times `call` (one step or sampling batch; returns what to block on).
 
   Args:
@@ -216,6 +238,9 @@ def time_calls(call: Callable[[], Any], name: str, dtype: str, batch_size: int,
     name, dtype, batch_size: labels of the measurement.
     steps: timed calls (>= 1) after the first call and `warmup` more.
     warmup: untimed calls after the first.
+    count_flops: returns the model FLOPs of one call (`program_flops`); run
+      after the timed calls, so that lowering it does not pre-empt the first
+      call's tracing.
   Returns:
     The measurement, memory peaks read after the last call.
   """
@@ -236,6 +261,7 @@ def time_calls(call: Callable[[], Any], name: str, dtype: str, batch_size: int,
     jax.block_until_ready(call())
     times.append(time.perf_counter() - start)
   median = statistics.median(times)
+  flops = count_flops() if count_flops else None
   logging.info('%s (%s): median %.4f s/step, %.1f images/s.', name, dtype, median,
                batch_size / median)
   return Measurement(
@@ -243,19 +269,22 @@ def time_calls(call: Callable[[], Any], name: str, dtype: str, batch_size: int,
       trace_lower_s=clock.trace_lower_s, compile_s=clock.compile_s,
       median_step_s=median, min_step_s=min(times), max_step_s=max(times),
       images_per_s=batch_size / median, steps=steps, peak_host_mib=host_peak_mib(),
-      peak_device_mib=device_peak_mib())
+      peak_device_mib=device_peak_mib(),
+      gflop_per_image=None if flops is None else flops / batch_size / 1e9,
+      gflop_per_s=None if flops is None else flops / median / 1e9)
 
 
-def _stepper(train_step, state,
-             batches: list[dict[str, np.ndarray]]) -> Callable[[], Any]:
-  """A call that runs `train_step` on the next batch, threading the (donated) state."""
+def _stepper(train_step, state, batches: list[dict[str, np.ndarray]],
+             copies: int = 1) -> tuple[Callable[[], Any], Callable[[], float | None]]:
+  """(a call that runs `train_step` on the next batch, threading the (donated)
+  state; a function of the FLOPs of one call, x `copies` for a per-device program)."""
   cycle = itertools.cycle(batches)
 
   def call():
     nonlocal state
     state, metrics = train_step(state, next(cycle))
     return state, metrics
-  return call
+  return call, lambda: program_flops(train_step.lower(state, batches[0]), copies)
 
 
 def _batches(config, batch_size, vocab_size):
@@ -277,10 +306,11 @@ def _init(fn: Callable[[jax.Array], Any], rng: jax.Array) -> Any:
 def _measure_gan(config, models, frozen, state, vocab_size, mesh, steps,
                  warmup) -> Measurement:
   train_step = gan_step.make_train_step(config, models, frozen, mesh)
-  call = _stepper(train_step, train_step.place_state(state),
-                  _batches(config, config.train.batch_size, vocab_size))
+  copies = jax.local_device_count() if config.parallel.mode == 'pmap' else 1
+  call, flops = _stepper(train_step, train_step.place_state(state),
+                         _batches(config, config.train.batch_size, vocab_size), copies)
   return time_calls(call, 'gan_step', config.model.compute_dtype,
-                    config.train.batch_size, steps, warmup)
+                    config.train.batch_size, steps, warmup, flops)
 
 
 def _measure_damsm(config, models, vocab_size, mesh, rng, steps, warmup) -> Measurement:
@@ -290,10 +320,10 @@ def _measure_damsm(config, models, vocab_size, mesh, rng, steps, warmup) -> Meas
   vocab = synthetic_vocabulary(vocab_size)
   state = _init(lambda key: damsm_training.create_state(
       damsm_training.init_variables(config, models, vocab, key), tx, key), rng)
-  call = _stepper(train_step, train_step.place_state(state),
-                  _batches(config, config.damsm.batch_size, vocab_size))
+  call, flops = _stepper(train_step, train_step.place_state(state),
+                         _batches(config, config.damsm.batch_size, vocab_size))
   return time_calls(call, 'damsm_step', config.model.compute_dtype,
-                    config.damsm.batch_size, steps, warmup)
+                    config.damsm.batch_size, steps, warmup, flops)
 
 
 def _measure_stream(config, models, vocab_size, mesh, rng, steps,
@@ -303,10 +333,10 @@ def _measure_stream(config, models, vocab_size, mesh, rng, steps,
   vocab = synthetic_vocabulary(vocab_size)
   state = _init(lambda key: stream_training.create_state(
       stream_training.init_variables(config, models.captioner, vocab, key), tx), rng)
-  call = _stepper(train_step, train_step.place_state(state),
-                  _batches(config, config.stream.batch_size, vocab_size))
+  call, flops = _stepper(train_step, train_step.place_state(state),
+                         _batches(config, config.stream.batch_size, vocab_size))
   return time_calls(call, 'stream_step', config.model.compute_dtype,
-                    config.stream.batch_size, steps, warmup)
+                    config.stream.batch_size, steps, warmup, flops)
 
 
 def _measure_sampling(config, models, frozen, ema_generator, batch_size, vocab_size,
@@ -320,13 +350,15 @@ def _measure_sampling(config, models, frozen, ema_generator, batch_size, vocab_s
              rng.standard_normal((batch_size, g.condition_dim)).astype(np.float32))
             for b in _batches(config, batch_size, vocab_size)]
   cycle = itertools.cycle(inputs)
+  generate = functools.partial(sampling.generate, models.generator, models.text_encoder,
+                               g_vars, text_vars)
+  flops = lambda: program_flops(sampling.generate.lower(
+      models.generator, models.text_encoder, g_vars, text_vars, *inputs[0]))
 
   def call():
-    ids, lengths, z, eps = next(cycle)
-    return sampling.generate(models.generator, models.text_encoder, g_vars, text_vars,
-                             ids, lengths, z, eps)['images']
+    return generate(*next(cycle))['images']
   return time_calls(call, 'sampling', config.model.compute_dtype, batch_size, steps,
-                    warmup)
+                    warmup, flops)
 
 
 def measure(config: ml_collections.ConfigDict, dtype: str, phases: tuple[str, ...],
@@ -381,4 +413,7 @@ def measure(config: ml_collections.ConfigDict, dtype: str, phases: tuple[str, ..
     for batch_size in sample_batch_sizes:
       out.append(_measure_sampling(config, models, frozen, ema_generator, batch_size,
                                    vocab_size, steps, warmup))
-  return out
+  peak, _ = peak_flops.peak_flops(jax.default_backend(), jax.devices()[0].device_kind,
+                                  dtype, jax.device_count())
+  return [m if m.gflop_per_s is None or not peak
+          else dataclasses.replace(m, utilisation=m.gflop_per_s * 1e9 / peak) for m in out]

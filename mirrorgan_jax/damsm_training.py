@@ -52,6 +52,7 @@ import optax
 from mirrorgan_jax import artifact_check
 from mirrorgan_jax import checkpointing
 from mirrorgan_jax import console
+from mirrorgan_jax import fast_init
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import losses
 from mirrorgan_jax import parallel
@@ -274,7 +275,7 @@ def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
   loaded, out = {}, {}
   for name, path in sources.items():
     if not path:
-      out[name] = fresh[name]()
+      out[name] = fast_init.run(fresh[name])
       continue
     if path not in loaded:
       variables, artifact_vocab, _ = load_encoders(path, config)

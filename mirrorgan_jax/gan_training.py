@@ -9,6 +9,8 @@ under `<workdir>/gan/samples/`, and on captioned_shapes a semantic score of the
 EMA generator (`semantic_probe`).
 """
 
+import functools
+
 from absl import logging
 from clu import parameter_overview
 from etils import epath
@@ -18,6 +20,7 @@ import ml_collections
 
 from mirrorgan_jax import console
 from mirrorgan_jax import damsm_training
+from mirrorgan_jax import fast_init
 from mirrorgan_jax import gan_step
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import parallel
@@ -97,7 +100,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   num_steps = config.train.num_epochs * info.steps_per_epoch
 
   def init_state():
-    state = gan_step.create_state(config, models, jax.random.PRNGKey(config.seed))
+    state = fast_init.run(functools.partial(gan_step.create_state, config, models),
+                          jax.random.PRNGKey(config.seed))
     return train_step.place_state(state)
 
   def on_start(state, writer):

@@ -45,6 +45,7 @@ import tensorflow_datasets as tfds
 
 from mirrorgan_jax import checkpointing
 from mirrorgan_jax import console
+from mirrorgan_jax import fast_init
 from mirrorgan_jax import parallel
 from mirrorgan_jax import tokenizer
 from mirrorgan_jax import training_loop
@@ -401,7 +402,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       batch_size=config.eval.batch_size))
 
   def init_state():
-    variables = model.init(jax.random.PRNGKey(config.seed), _template(config))
+    variables = fast_init.run(lambda key: model.init(key, _template(config)),
+                              jax.random.PRNGKey(config.seed))
     return train_step.place_state(OracleState(
         step=jnp.zeros((), jnp.int32), params=variables['params'],
         batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params'])))

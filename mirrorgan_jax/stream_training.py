@@ -46,6 +46,7 @@ import optax
 from mirrorgan_jax import artifact_check
 from mirrorgan_jax import checkpointing
 from mirrorgan_jax import console
+from mirrorgan_jax import fast_init
 from mirrorgan_jax import image_grid
 from mirrorgan_jax import losses
 from mirrorgan_jax import parallel
@@ -255,7 +256,8 @@ def init_variables(config: ml_collections.ConfigDict, model: captioner_lib.Capti
   """
   path = config.stream.init_checkpoint
   if not path:
-    return model.init(rng, *_template_inputs(config), train=False)
+    return fast_init.run(lambda key: model.init(key, *_template_inputs(config), train=False),
+                         rng)
   variables, ckpt_vocab, _ = load_captioner(path, config)
   if ckpt_vocab != vocab:
     raise ValueError(

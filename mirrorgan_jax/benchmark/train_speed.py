@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from mirrorgan_jax import damsm_training
+from mirrorgan_jax import fast_init
 from mirrorgan_jax import gan_step
 from mirrorgan_jax import parallel
 from mirrorgan_jax import sampling
@@ -58,9 +59,6 @@ _NUM_BATCHES = 2  # Distinct synthetic batches cycled through (no reuse of one b
 # Period of the DAMSM optimiser's per-epoch Adam restart; longer than any benchmark,
 # and the restart is a select inside the step, so its cost does not depend on it.
 _DAMSM_STEPS_PER_EPOCH = 1000
-# XLA options of the (untimed) initialisation programs: compile fast, run once.
-_FAST_COMPILE = {'xla_backend_optimization_level': 0,
-                 'xla_llvm_disable_expensive_passes': True}
 
 
 @dataclasses.dataclass
@@ -293,16 +291,6 @@ def _batches(config, batch_size, vocab_size):
 
 
 # ----------------------------------------------------------------- phases
-def _init(fn: Callable[[jax.Array], Any], rng: jax.Array) -> Any:
-  """`fn(rng)` (variable initialisation, not timed) compiled with few optimisations.
-
-  One program compiled at XLA's lowest backend level is faster than eager
-  op-by-op initialisation (shapes config on CPU: 20 s vs 66 s; 37 s optimised).
-  """
-  compiled = jax.jit(fn).lower(rng).compile(_FAST_COMPILE)
-  return compiled(rng)
-
-
 def _measure_gan(config, models, frozen, state, vocab_size, mesh, steps,
                  warmup) -> Measurement:
   train_step = gan_step.make_train_step(config, models, frozen, mesh)
@@ -318,7 +306,7 @@ def _measure_damsm(config, models, vocab_size, mesh, rng, steps, warmup) -> Meas
   train_step = damsm_training.make_train_step(config, models, tx, _DAMSM_STEPS_PER_EPOCH,
                                               mesh)
   vocab = synthetic_vocabulary(vocab_size)
-  state = _init(lambda key: damsm_training.create_state(
+  state = fast_init.run(lambda key: damsm_training.create_state(
       damsm_training.init_variables(config, models, vocab, key), tx, key), rng)
   call, flops = _stepper(train_step, train_step.place_state(state),
                          _batches(config, config.damsm.batch_size, vocab_size))
@@ -331,7 +319,7 @@ def _measure_stream(config, models, vocab_size, mesh, rng, steps,
   tx = stream_training.create_optimizer(config, steps + warmup)
   train_step = stream_training.make_train_step(config, models.captioner, tx, mesh)
   vocab = synthetic_vocabulary(vocab_size)
-  state = _init(lambda key: stream_training.create_state(
+  state = fast_init.run(lambda key: stream_training.create_state(
       stream_training.init_variables(config, models.captioner, vocab, key), tx), rng)
   call, flops = _stepper(train_step, train_step.place_state(state),
                          _batches(config, config.stream.batch_size, vocab_size))
@@ -394,8 +382,8 @@ def measure(config: ml_collections.ConfigDict, dtype: str, phases: tuple[str, ..
   out = []
   if 'gan' in phases or 'sampling' in phases:
     start = time.perf_counter()
-    frozen = _init(lambda key: random_frozen(config, models, key, vocab_size), frozen_key)
-    state = _init(functools.partial(gan_step.create_state, config, models), gan_key)
+    frozen = fast_init.run(lambda key: random_frozen(config, models, key, vocab_size), frozen_key)
+    state = fast_init.run(functools.partial(gan_step.create_state, config, models), gan_key)
     # Host copies before the GAN step donates the state's buffers.
     ema_generator = jax.device_get({'params': state.ema_g_params,
                                     'batch_stats': state.g_batch_stats})

@@ -21,5 +21,6 @@ FAST_COMPILE = {'xla_backend_optimization_level': 0,
 
 
 def run(fn: Callable[..., Any], *args: Any) -> Any:
-  """`fn(*args)` as one program compiled with `FAST_COMPILE` (pure `fn`, array args)."""
-  return jax.jit(fn).lower(*args).compile(FAST_COMPILE)(*args)
+  """`fn(*args)` as one program compiled with `FAST_COMPILE` (pure `fn`, array args;
+  arrays `fn` closes over become constants of the program)."""
+  return jax.jit(fn, compiler_options=FAST_COMPILE)(*args)

@@ -203,12 +203,13 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
   def d_loss_fn(d_params):
     total, aux, new_stats = 0.0, {}, {}
     for (name, disc), real, fake in zip(models.discriminators.items(), reals, fakes):
-      logits, new_stats[name] = _d_scores(
+      with jax.named_scope(name):  # Per-D parts in profiles (benchmark.step_profile).
+        logits, new_stats[name] = _d_scores(
           disc, {'params': d_params[name], 'batch_stats': state.d_batch_stats[name]},
-          random_translation.translate(real, d_offsets['real'], d_shift),
-          random_translation.translate(jax.lax.stop_gradient(fake), d_offsets['fake'],
-                                       d_shift),
-          sentence, wrong_sentence)
+            random_translation.translate(real, d_offsets['real'], d_shift),
+            random_translation.translate(jax.lax.stop_gradient(fake), d_offsets['fake'],
+                                         d_shift),
+            sentence, wrong_sentence)
       loss, terms = losses.discriminator_loss(
           **logits, mismatch_term=config.loss.d_mismatch_term)
       total += loss
@@ -221,22 +222,24 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
     (d_loss, (d_aux, d_batch_stats)), d_grads = jax.value_and_grad(
         d_loss_fn, has_aux=True)(state.d_params)
     d_grads = _mean(d_grads, axis_name)
-    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+    with jax.named_scope('adam'):
+      d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
+      d_params = optax.apply_updates(state.d_params, d_updates)
 
   def g_loss_fn(outputs):
     images, mu, logvar = outputs
     adv, aux, stats = [], {}, {}
     for (name, disc), fake in zip(models.discriminators.items(), images):
-      v = {'params': d_params[name], 'batch_stats': d_batch_stats[name]}
-      fake = random_translation.translate(fake, d_offsets['g'], d_shift)
-      code, mutated = disc.apply(v, fake, True, method='encode', mutable=['batch_stats'])
-      v = {'params': d_params[name], 'batch_stats': mutated['batch_stats']}
-      uncond = disc.apply(v, code, method='uncond_logits')
-      cond, mutated = disc.apply(v, code, sentence, True, method='cond_logits',
-                                 mutable=['batch_stats'])
-      stats[name] = mutated['batch_stats']
-      adv.append(losses.generator_adversarial_loss(uncond, cond))
+      with jax.named_scope(name):
+        v = {'params': d_params[name], 'batch_stats': d_batch_stats[name]}
+        fake = random_translation.translate(fake, d_offsets['g'], d_shift)
+        code, mutated = disc.apply(v, fake, True, method='encode', mutable=['batch_stats'])
+        v = {'params': d_params[name], 'batch_stats': mutated['batch_stats']}
+        uncond = disc.apply(v, code, method='uncond_logits')
+        cond, mutated = disc.apply(v, code, sentence, True, method='cond_logits',
+                                   mutable=['batch_stats'])
+        stats[name] = mutated['batch_stats']
+        adv.append(losses.generator_adversarial_loss(uncond, cond))
       aux[f'g_adv/{name}'] = adv[-1]
     with jax.named_scope('STREAM'):
       seen = random_translation.translate(images[-1], offsets[3], stream_shift)
@@ -264,8 +267,10 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
         g_loss_fn, has_aux=True)(g_outputs)
     (g_grads,) = g_pullback(out_grads)
     g_grads = _mean(g_grads, axis_name)
-    g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
+    with jax.named_scope('adam'):
+      g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
+      g_params = optax.apply_updates(state.g_params, g_updates)
+  with jax.named_scope('ema'):
     decay = ema_decay(config, state.step + 1)
     ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_g_params,
                        g_params)

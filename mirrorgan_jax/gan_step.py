@@ -17,10 +17,11 @@ never donated, never checkpointed). Per step (reference §6 order):
 5. EMA of G's parameters.
 
 Besides the losses, the metrics show whether the game is learning: D accuracy
-on real / fake / wrong-caption inputs per scale, the CA mean's rms against the
-CA noise's (is the caption reaching G?), and the frozen captioner's
-cross-entropy on the real images of the batch (`caption_ce_real`, the level the
-generated images' `caption_ce` should approach).
+on real / fake / wrong-caption inputs per scale and the CA mean's rms against
+the CA noise's (is the caption reaching G?). The level the generated images'
+`caption_ce` should approach, the frozen captioner's cross-entropy on real
+images (`real_caption_ce`), is a constant of the data: the GAN phase computes
+it at evaluations, not in every step.
 
 Data parallel: `parallel.mode='jit'` compiles the global-batch program over a
 `data` Mesh; `'pmap'` runs the same function per device with `axis_name`, so
@@ -256,11 +257,6 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
     aux['ca/sigma_rms'] = jnp.mean(jnp.exp(logvar))
     return total, (aux, stats)
 
-  with jax.named_scope('STREAM_real'):  # The level generated images should reach.
-    real_ce = losses.caption_loss(
-        models.captioner.apply(frozen.captioner, reals[-1], ids, targets, train=False),
-        ids, targets) * _token_mean_weight(targets, axis_name)
-
   g_tx = _adam(config, config.optim.g_learning_rate)
   with jax.named_scope('G_update'):
     (g_loss, (g_aux, d_batch_stats)), out_grads = jax.value_and_grad(
@@ -280,7 +276,6 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
       g_opt_state=g_opt_state, ema_g_params=ema, d_params=d_params,
       d_batch_stats=d_batch_stats, d_opt_state=d_opt_state)
   metrics = {'d_loss': d_loss, 'g_loss': g_loss, **d_aux, **g_aux,
-             'caption_ce_real': real_ce,
              'g_grad_norm': optax.global_norm(g_grads),
              'd_grad_norm': optax.global_norm(d_grads),
              'g_learning_rate': jnp.asarray(config.optim.g_learning_rate),
@@ -289,6 +284,21 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
   for key in ('ca/mu_rms', 'ca/sigma_rms'):
     metrics[key] = jnp.sqrt(metrics[key])
   return new_state, metrics
+
+
+def real_caption_ce(models: factory.Models, end_token: bool, frozen: Frozen,
+                    batch: dict[str, Any]) -> jax.Array:
+  """The frozen captioner's token-mean cross-entropy on a batch of real images.
+
+  Scores the final stage's real images with their captions, as `caption_ce`
+  scores the generated ones: the level that `caption_ce` should approach.
+  """
+  ids, lengths = batch['caption_ids'], batch['caption_len']
+  targets = losses.caption_target_lengths(lengths, ids.shape[1], end_token)
+  final = max(d.image_size for d in models.discriminators.values())
+  logits = models.captioner.apply(frozen.captioner, batch[preprocessing.image_key(final)],
+                                  ids, targets, train=False)
+  return losses.caption_loss(logits, ids, targets)
 
 
 def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,

@@ -118,7 +118,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   probe = semantic_probe.SemanticProbe(config, models, frozen, vocab, workdir,
                                        eval_batches, pmap=pmap)
 
+  # The captioner's CE on real test images: the level `caption_ce` should approach.
+  real_ce = float(jax.jit(functools.partial(
+      gan_step.real_caption_ce, models, config.loss.stream_end_token))(
+          frozen, next(iter(eval_batches))))
+
   def evaluate(state, step, writer):
+    writer.write_scalars(step, {'train/caption_ce_real': real_ce})
     samples(state, step, writer)
     probe(state, step, writer)
 

@@ -20,7 +20,6 @@ from mirrorgan_jax.benchmark import step_profile
     ('jit(_gan_step)/G_update/transpose(jvp(STREAM))/Captioner/encoder/conv',
      'STREAM backward (to the image)'),
     ('jit(_gan_step)/G_update/jvp(STREAM)/Captioner/decoder/dot', 'STREAM forward'),
-    ('jit(_gan_step)/STREAM_real/Captioner/encoder/conv', 'STREAM on real images (metric)'),
     ('jit(_gan_step)/G_forward/jvp(Generator)/stage2/up/conv', 'G stage 2 forward'),
     ('jit(_gan_step)/G_update/transpose(jvp(Generator))/stage0/fc', 'G stage 0 backward'),
     ('jit(_gan_step)/D_update/adam/mul', 'Adam (D and G)'),
@@ -70,3 +69,8 @@ def test_profile_of_the_smoke_step(capsys):
   assert 0.5 * report['cost_analysis_gflop'] < report['counted_gflop']
   print(step_profile.table(report))
   assert 'step (median)' in capsys.readouterr().out
+
+
+def test_cli_needs_a_config(capsys):
+  assert step_profile.main(['step_profile', '--steps=1']) == 2
+  assert '--config is required' in capsys.readouterr().err

@@ -9,8 +9,8 @@ Runs the GAN step of `gan_step.make_train_step` on synthetic batches (as
 many with `jax.profiler` and reads the trace back in-process. Every XLA kernel
 in the trace is an instruction of the compiled step, and its HLO metadata names
 the `jax.named_scope` and module path it was traced under (`gan_step`'s
-text_encoder, G_forward, D_update / G_update with d<size> per D, STREAM,
-STREAM_real, adam, ema; the generator's stage<i>): that gives its part.
+text_encoder, G_forward, D_update / G_update with d<size> per D, STREAM, adam,
+ema; the generator's stage<i>): that gives its part.
 
 Seconds per part = median step time x the part's share of the traced kernel
 time (kernels of XLA's threads overlap, so shares of kernel time are what
@@ -32,13 +32,13 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Sequence
 
 from mirrorgan_jax import runtime_env
 
 runtime_env.set_defaults()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags
@@ -49,16 +49,10 @@ from mirrorgan_jax import parallel
 from mirrorgan_jax.benchmark import train_speed
 from mirrorgan_jax.models import factory
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config.')
-_STEPS = flags.DEFINE_integer('steps', 3, 'Timed and traced steps (each).', lower_bound=1)
-_VOCAB = flags.DEFINE_integer('vocab_size', 5450, 'Vocabulary of the random text nets.')
-_OUT = flags.DEFINE_string('out', None, 'JSON output (optional).')
-
 # (part, pattern on the HLO op_name); the first match names the part, '{}' takes
 # the pattern's group (a D's size or a G stage).
 PARTS = (
     ('text encoder', r'/text_encoder/'),
-    ('STREAM on real images (metric)', r'/STREAM_real/'),
     ('STREAM backward (to the image)', r'transpose\(jvp\(STREAM\)\)'),
     ('STREAM forward', r'STREAM'),
     ('D{} update (fwd + bwd)', r'/D_update/(?:.*[/(])?d(\d+)[/)]'),
@@ -229,18 +223,30 @@ def table(report: dict) -> str:
   return '\n'.join(lines)
 
 
-def main(argv) -> int:
-  del argv
-  if _CONFIG.value is None:
-    print('error: --config is required, e.g. --config configs/shapes.py', file=sys.stderr)
+def main(argv: Sequence[str]) -> int:
+  """Runs the CLI (argv with the program name first); returns the exit code."""
+  fv = flags.FlagValues()  # Private: no clash with other entry points' flags.
+  config_flags.DEFINE_config_file('config', None, 'Experiment config.', flag_values=fv,
+                                  lock_config=True, sys_argv=list(argv))
+  flags.DEFINE_integer('steps', 3, 'Timed and traced steps (each).', lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer('vocab_size', 5450, 'Vocabulary of the random text nets.',
+                       lower_bound=2, flag_values=fv)
+  flags.DEFINE_string('out', None, 'JSON output (optional).', flag_values=fv)
+  try:
+    fv(list(argv))
+    if fv.config is None:
+      raise flags.Error('--config is required, e.g. --config configs/shapes.py')
+  except flags.Error as e:
+    print(f'error: {e}\n{__doc__}', file=sys.stderr)
     return 2
-  report = profile(_CONFIG.value, _VOCAB.value, _STEPS.value)
+  report = profile(fv.config, fv.vocab_size, fv.steps)
   print(table(report))
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
+  if fv.out:
+    with open(fv.out, 'w') as f:
       json.dump(report, f, indent=1)
   return 0
 
 
 if __name__ == '__main__':
-  app.run(main)
+  sys.exit(main(sys.argv))

@@ -306,8 +306,9 @@ def _measure_damsm(config, models, vocab_size, mesh, rng, steps, warmup) -> Meas
   train_step = damsm_training.make_train_step(config, models, tx, _DAMSM_STEPS_PER_EPOCH,
                                               mesh)
   vocab = synthetic_vocabulary(vocab_size)
-  state = fast_init.run(lambda key: damsm_training.create_state(
-      damsm_training.init_variables(config, models, vocab, key), tx, key), rng)
+  # init_variables compiles its own fast init program (as in training).
+  state = damsm_training.create_state(
+      damsm_training.init_variables(config, models, vocab, rng), tx, rng)
   call, flops = _stepper(train_step, train_step.place_state(state),
                          _batches(config, config.damsm.batch_size, vocab_size))
   return time_calls(call, 'damsm_step', config.model.compute_dtype,
@@ -319,8 +320,8 @@ def _measure_stream(config, models, vocab_size, mesh, rng, steps,
   tx = stream_training.create_optimizer(config, steps + warmup)
   train_step = stream_training.make_train_step(config, models.captioner, tx, mesh)
   vocab = synthetic_vocabulary(vocab_size)
-  state = fast_init.run(lambda key: stream_training.create_state(
-      stream_training.init_variables(config, models.captioner, vocab, key), tx), rng)
+  state = stream_training.create_state(
+      stream_training.init_variables(config, models.captioner, vocab, rng), tx)
   call, flops = _stepper(train_step, train_step.place_state(state),
                          _batches(config, config.stream.batch_size, vocab_size))
   return time_calls(call, 'stream_step', config.model.compute_dtype,

@@ -16,6 +16,10 @@ never donated, never checkpointed). Per step (reference §6 order):
    gradient w.r.t. the outputs is pulled back through G.
 5. EMA of G's parameters.
 
+With `loss.d_translate` / `loss.stream_translate` (0 by default, as the paper),
+every D input and STREAM's input are randomly translated first
+(`random_translation`).
+
 Besides the losses, the metrics show whether the game is learning: D accuracy
 on real / fake / wrong-caption inputs per scale and the CA mean's rms against
 the CA noise's (is the caption reaching G?). The level the generated images'
@@ -206,7 +210,7 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
     for (name, disc), real, fake in zip(models.discriminators.items(), reals, fakes):
       with jax.named_scope(name):  # Per-D parts in profiles (benchmark.step_profile).
         logits, new_stats[name] = _d_scores(
-          disc, {'params': d_params[name], 'batch_stats': state.d_batch_stats[name]},
+            disc, {'params': d_params[name], 'batch_stats': state.d_batch_stats[name]},
             random_translation.translate(real, d_offsets['real'], d_shift),
             random_translation.translate(jax.lax.stop_gradient(fake), d_offsets['fake'],
                                          d_shift),

@@ -185,9 +185,9 @@ def profile(config, vocab_size: int, steps: int) -> dict:
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   median = statistics.median(times)
-  compiled = train_step.lower(state, batches[0]).compile()
-  names, flops = parse_hlo(compiled.as_text())
-  total_flops = train_speed.program_flops(train_step.lower(state, batches[0]))
+  lowered = train_step.lower(state, batches[0])
+  names, flops = parse_hlo(lowered.compile().as_text())
+  total_flops = train_speed.program_flops(lowered)
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
     for i in range(steps):

@@ -84,6 +84,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # edge-padded (`random_translation`): of every D input (DiffAugment), of STREAM's input.
   c.loss.d_translate = 0.0
   c.loss.stream_translate = 0.0
+  # Weight of StackGAN++'s colour consistency between consecutive stages' images
+  # (`losses.color_consistency`; ref 0: not in MirrorGAN, AttnGAN or their code).
+  c.loss.color_consistency = 0.0
   c.loss.gamma1 = 4.0  # DAMSM region-attention temperature (ref 4).
   c.loss.gamma2 = 5.0  # DAMSM word-relevance smoothing (ref 5).
   c.loss.gamma3 = 10.0  # DAMSM logit scale (ref 10).

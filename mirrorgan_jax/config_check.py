@@ -91,6 +91,7 @@ RULES: dict[str, Rule] = {
     'loss.kl_weight': NON_NEGATIVE,
     'loss.d_translate': NON_NEGATIVE,
     'loss.stream_translate': NON_NEGATIVE,
+    'loss.color_consistency': NON_NEGATIVE,
     'loss.gamma1': POSITIVE,
     'loss.gamma2': POSITIVE,
     'loss.gamma3': POSITIVE,

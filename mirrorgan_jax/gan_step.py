@@ -255,6 +255,9 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
         adv, caption_ce, losses.kl_loss(mu, logvar), config.loss.stream_weight,
         config.loss.kl_weight)
     aux.update({k: g_aux[k] for k in ('caption_ce', 'kl')})
+    if config.loss.color_consistency:
+      aux['color_consistency'] = losses.color_consistency(images)
+      total += config.loss.color_consistency * aux['color_consistency']
     # How strongly the caption reaches G: CA mean against the CA noise's scale.
     # Mean squares here; the square roots after the device mean (global rms).
     aux['ca/mu_rms'] = jnp.mean(jnp.square(mu))

@@ -29,6 +29,8 @@ Where we follow the paper and where the authors' code (see
   so lambda = 20 fits the token mean. The sum is reduction='sentence_sum'.
 - Total G loss (`generator_loss`): the paper's Eq. 9 plus the reference's KL term of
   the conditioning augmentation (weight 1 in the code; absent from the paper's equation).
+- Colour consistency (`color_consistency`): not in MirrorGAN or its reference code;
+  StackGAN++'s regulariser (Zhang et al. 2018, Eq. 8), off by default.
 - Adversarial inputs are logits; BCE is computed with log-sigmoid instead of the
   reference's sigmoid followed by BCELoss: the same maths, but with no saturation
   (PyTorch clamps each log at -100 and sigmoid rounds to 0 or 1 in float32, giving
@@ -294,6 +296,42 @@ def kl_loss(mu: jax.Array, logvar: jax.Array) -> jax.Array:
   mu = jnp.asarray(mu, jnp.float32)
   logvar = jnp.asarray(logvar, jnp.float32)
   return -0.5 * jnp.mean(1.0 + logvar - mu**2 - jnp.exp(logvar))
+
+
+def color_consistency(images: Sequence[jax.Array], mean_weight: float = 1.0,
+                      cov_weight: float = 5.0) -> jax.Array:
+  """StackGAN++'s colour-consistency regulariser between consecutive stages.
+
+  For each pair of consecutive stages (i - 1, i) and each example: the squared
+  distance between the mean colours of the two images plus `cov_weight` times
+  the squared Frobenius distance between their 3 x 3 colour covariances (over
+  pixels); summed over the pairs, averaged over the batch. StackGAN++'s values:
+  mean_weight 1, cov_weight 5. The mean colour of a shapes image is mostly its
+  background, so this ties every stage's background to the one before.
+
+  Args:
+    images: per-stage images [B, H_i, W_i, C] (any sizes), lowest first.
+    mean_weight: weight of the mean term (lambda_1).
+    cov_weight: weight of the covariance term (lambda_2).
+  Returns:
+    The scalar loss (0 for a single stage).
+  """
+  def moments(x):
+    _check_ndim('images[i]', x, 4, 'NHWC')
+    x = jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1, x.shape[-1])  # [B, N, C]
+    mu = jnp.mean(x, axis=1)
+    centred = x - mu[:, None]
+    cov = jnp.einsum('bnc,bnd->bcd', centred, centred, precision=_HIGHEST) / x.shape[1]
+    return mu, cov
+
+  stats = [moments(x) for x in images]
+  total = jnp.zeros((), jnp.float32)
+  for (mu_a, cov_a), (mu_b, cov_b) in zip(stats, stats[1:]):
+    if mu_a.shape != mu_b.shape:
+      raise ValueError(f'stages differ in batch or channels: {mu_a.shape} vs {mu_b.shape}')
+    total += jnp.mean(mean_weight * jnp.sum(jnp.square(mu_b - mu_a), axis=-1)
+                      + cov_weight * jnp.sum(jnp.square(cov_b - cov_a), axis=(-2, -1)))
+  return total
 
 
 def caption_loss(

@@ -87,6 +87,19 @@ def test_stream_gradient_reaches_generator():
   assert not _leaves_equal(grads[0.0], grads[20.0])
 
 
+def test_color_consistency_term_adds_to_the_g_loss():
+  """With weight w, g_loss grows by w x the logged colour consistency of the stages."""
+  g_loss = {}
+  for weight in (0.0, 3.0):
+    config, models, frozen, state = _setup(**{'loss.color_consistency': weight})
+    step = gan_step.make_train_step(config, models, frozen)
+    _, metrics = step(step.place_state(state), gan_fixtures.random_batch(config))
+    g_loss[weight] = float(metrics['g_loss'])
+  assert 'color_consistency' in metrics and float(metrics['color_consistency']) > 0
+  np.testing.assert_allclose(g_loss[3.0] - g_loss[0.0], 3.0 * float(metrics['color_consistency']),
+                             rtol=1e-4)
+
+
 def test_learning_diagnostics_by_hand():
   """real_caption_ce is the captioner's CE on the real images; CA rms from G's outputs."""
   config, models, frozen, state = _setup()

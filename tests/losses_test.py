@@ -366,3 +366,25 @@ def test_generator_pipeline_gradients_finite():
       fake_logits, jnp.asarray(CAPTION_LOGITS, jnp.bfloat16), mu, logvar)
   for g in grads:
     assert np.all(np.isfinite(np.asarray(g, np.float32)))
+
+
+# ------------------------------------------------------------ colour consistency
+def test_color_consistency_hand_values():
+  # Mean term: uniform -0.5 vs uniform 0.5 in 3 channels -> 3 * 1^2, any sizes.
+  low, high = np.full((2, 4, 4, 3), -0.5, np.float32), np.full((2, 8, 8, 3), 0.5, np.float32)
+  np.testing.assert_allclose(losses.color_consistency([low, high]), 3.0, rtol=1e-6)
+  # Covariance term: channel 0 half 0, half 1 (mean 0.5, variance 0.25) vs uniform
+  # 0.5: same means, covariances differ by 0.25 in one entry -> 5 * 0.25^2.
+  split = np.zeros((1, 2, 2, 3), np.float32)
+  split[0, 0, :, 0] = 1.0
+  split[0, :, :, 1:] = 0.5
+  flat = np.full((1, 4, 4, 3), 0.5, np.float32)
+  np.testing.assert_allclose(losses.color_consistency([split, flat]), 5 * 0.25**2, rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.color_consistency([split, flat], mean_weight=0.0, cov_weight=1.0), 0.25**2,
+      rtol=1e-6)
+  # Pairs add up; a single stage costs nothing.
+  np.testing.assert_allclose(losses.color_consistency([low, high, low]), 6.0, rtol=1e-6)
+  assert float(losses.color_consistency([low])) == 0.0
+  with pytest.raises(ValueError, match='batch or channels'):
+    losses.color_consistency([low, high[:1]])

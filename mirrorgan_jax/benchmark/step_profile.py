@@ -23,15 +23,12 @@ whole program.
 
 import collections
 import dataclasses
-import functools
 import glob
 import json
 import math
 import re
-import statistics
 import sys
 import tempfile
-import time
 from typing import Sequence
 
 from mirrorgan_jax import runtime_env
@@ -43,8 +40,6 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from mirrorgan_jax import fast_init
-from mirrorgan_jax import gan_step
 from mirrorgan_jax import parallel
 from mirrorgan_jax.benchmark import train_speed
 from mirrorgan_jax.models import factory
@@ -167,32 +162,21 @@ def profile(config, vocab_size: int, steps: int) -> dict:
   """Times and traces the GAN step; returns the report (see the module doc)."""
   config = train_speed.benchmark_config(config, config.model.compute_dtype)
   models = factory.create_models(config, vocab_size)
-  mesh = parallel.create_mesh()
   frozen_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
-  frozen = fast_init.run(
-      lambda k: train_speed.random_frozen(config, models, k, vocab_size), frozen_key)
-  state = fast_init.run(functools.partial(gan_step.create_state, config, models), state_key)
-  train_step = gan_step.make_train_step(config, models, frozen, mesh)
-  state = train_step.place_state(state)
-  batches = [train_speed.synthetic_batch(config, config.train.batch_size, vocab_size, s)
-             for s in range(2)]
-  state, metrics = train_step(state, batches[0])  # Compiles.
-  jax.block_until_ready(metrics)
-  times = []
-  for i in range(steps):
-    start = time.perf_counter()
-    state, metrics = train_step(state, batches[i % 2])
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
-  lowered = train_step.lower(state, batches[0])
+  frozen, state = train_speed.gan_variables(config, models, vocab_size, frozen_key,
+                                            state_key)
+  stepper = train_speed.gan_stepper(config, models, frozen, state, vocab_size,
+                                    parallel.create_mesh())
+  timing = train_speed.time_calls(stepper, 'gan_step', config.model.compute_dtype,
+                                  config.train.batch_size, steps, warmup=0)
+  median = timing.median_step_s
+  lowered = stepper.lower()
   names, flops = parse_hlo(lowered.compile().as_text())
   total_flops = train_speed.program_flops(lowered)
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
-    for i in range(steps):
-      state, metrics = train_step(state, batches[i % 2])
-      jax.block_until_ready(metrics)
+    for _ in range(steps):
+      jax.block_until_ready(stepper())
     jax.profiler.stop_trace()
     seconds = kernel_seconds(trace_dir, names)
   kernel_total = sum(seconds.values())
@@ -204,7 +188,8 @@ def profile(config, vocab_size: int, steps: int) -> dict:
     rows.append(Part(part, s, share, gflop, gflop / s if s > 0 and gflop else None))
   return {'batch_size': config.train.batch_size,
           'image_sizes': [d.image_size for d in models.discriminators.values()],
-          'median_step_s': median, 'step_times_s': times,
+          'median_step_s': median,
+          'min_step_s': timing.min_step_s, 'max_step_s': timing.max_step_s,
           'cost_analysis_gflop': None if total_flops is None else total_flops / 1e9,
           'counted_gflop': sum(flops.values()) / 1e9,
           'parts': [dataclasses.asdict(r) for r in rows]}

@@ -272,17 +272,47 @@ def time_calls(call: Callable[[], Any], name: str, dtype: str, batch_size: int,
       gflop_per_s=None if flops is None else flops / median / 1e9)
 
 
-def _stepper(train_step, state, batches: list[dict[str, np.ndarray]],
-             copies: int = 1) -> tuple[Callable[[], Any], Callable[[], float | None]]:
-  """(a call that runs `train_step` on the next batch, threading the (donated)
-  state; a function of the FLOPs of one call, x `copies` for a per-device program)."""
-  cycle = itertools.cycle(batches)
+class Stepper:
+  """Calls a train step on cycling batches, threading its (donated) state.
 
-  def call():
-    nonlocal state
-    state, metrics = train_step(state, next(cycle))
-    return state, metrics
-  return call, lambda: program_flops(train_step.lower(state, batches[0]), copies)
+  Calling it runs one step and returns (state, metrics) to block on; `lower()`
+  lowers the step at the current state, `flops()` is that program's FLOPs
+  (x `copies` for a per-device program).
+  """
+
+  def __init__(self, train_step, state, batches: list[dict[str, np.ndarray]],
+               copies: int = 1):
+    self.train_step, self.state, self.batches, self.copies = (
+        train_step, state, batches, copies)
+    self._cycle = itertools.cycle(batches)
+
+  def __call__(self) -> tuple[Any, Any]:
+    self.state, metrics = self.train_step(self.state, next(self._cycle))
+    return self.state, metrics
+
+  def lower(self) -> jax.stages.Lowered:
+    return self.train_step.lower(self.state, self.batches[0])
+
+  def flops(self) -> float | None:
+    return program_flops(self.lower(), self.copies)
+
+
+def gan_stepper(config: ml_collections.ConfigDict, models: factory.Models, frozen, state,
+                vocab_size: int, mesh: jax.sharding.Mesh) -> Stepper:
+  """The GAN step of `gan_step.make_train_step` on synthetic batches, state placed."""
+  train_step = gan_step.make_train_step(config, models, frozen, mesh)
+  copies = jax.local_device_count() if config.parallel.mode == 'pmap' else 1
+  return Stepper(train_step, train_step.place_state(state),
+                 _batches(config, config.train.batch_size, vocab_size), copies)
+
+
+def gan_variables(config: ml_collections.ConfigDict, models: factory.Models,
+                  vocab_size: int, frozen_key: jax.Array, state_key: jax.Array):
+  """(random frozen networks, fresh GAN state), each built by one fast-compiled init."""
+  frozen = fast_init.run(lambda key: random_frozen(config, models, key, vocab_size),
+                         frozen_key)
+  state = fast_init.run(functools.partial(gan_step.create_state, config, models), state_key)
+  return frozen, state
 
 
 def _batches(config, batch_size, vocab_size):
@@ -293,12 +323,9 @@ def _batches(config, batch_size, vocab_size):
 # ----------------------------------------------------------------- phases
 def _measure_gan(config, models, frozen, state, vocab_size, mesh, steps,
                  warmup) -> Measurement:
-  train_step = gan_step.make_train_step(config, models, frozen, mesh)
-  copies = jax.local_device_count() if config.parallel.mode == 'pmap' else 1
-  call, flops = _stepper(train_step, train_step.place_state(state),
-                         _batches(config, config.train.batch_size, vocab_size), copies)
-  return time_calls(call, 'gan_step', config.model.compute_dtype,
-                    config.train.batch_size, steps, warmup, flops)
+  stepper = gan_stepper(config, models, frozen, state, vocab_size, mesh)
+  return time_calls(stepper, 'gan_step', config.model.compute_dtype,
+                    config.train.batch_size, steps, warmup, stepper.flops)
 
 
 def _measure_damsm(config, models, vocab_size, mesh, rng, steps, warmup) -> Measurement:
@@ -309,10 +336,10 @@ def _measure_damsm(config, models, vocab_size, mesh, rng, steps, warmup) -> Meas
   # init_variables compiles its own fast init program (as in training).
   state = damsm_training.create_state(
       damsm_training.init_variables(config, models, vocab, rng), tx, rng)
-  call, flops = _stepper(train_step, train_step.place_state(state),
-                         _batches(config, config.damsm.batch_size, vocab_size))
-  return time_calls(call, 'damsm_step', config.model.compute_dtype,
-                    config.damsm.batch_size, steps, warmup, flops)
+  stepper = Stepper(train_step, train_step.place_state(state),
+                    _batches(config, config.damsm.batch_size, vocab_size))
+  return time_calls(stepper, 'damsm_step', config.model.compute_dtype,
+                    config.damsm.batch_size, steps, warmup, stepper.flops)
 
 
 def _measure_stream(config, models, vocab_size, mesh, rng, steps,
@@ -322,10 +349,10 @@ def _measure_stream(config, models, vocab_size, mesh, rng, steps,
   vocab = synthetic_vocabulary(vocab_size)
   state = stream_training.create_state(
       stream_training.init_variables(config, models.captioner, vocab, rng), tx)
-  call, flops = _stepper(train_step, train_step.place_state(state),
-                         _batches(config, config.stream.batch_size, vocab_size))
-  return time_calls(call, 'stream_step', config.model.compute_dtype,
-                    config.stream.batch_size, steps, warmup, flops)
+  stepper = Stepper(train_step, train_step.place_state(state),
+                    _batches(config, config.stream.batch_size, vocab_size))
+  return time_calls(stepper, 'stream_step', config.model.compute_dtype,
+                    config.stream.batch_size, steps, warmup, stepper.flops)
 
 
 def _measure_sampling(config, models, frozen, ema_generator, batch_size, vocab_size,
@@ -383,8 +410,7 @@ def measure(config: ml_collections.ConfigDict, dtype: str, phases: tuple[str, ..
   out = []
   if 'gan' in phases or 'sampling' in phases:
     start = time.perf_counter()
-    frozen = fast_init.run(lambda key: random_frozen(config, models, key, vocab_size), frozen_key)
-    state = fast_init.run(functools.partial(gan_step.create_state, config, models), gan_key)
+    frozen, state = gan_variables(config, models, vocab_size, frozen_key, gan_key)
     # Host copies before the GAN step donates the state's buffers.
     ema_generator = jax.device_get({'params': state.ema_g_params,
                                     'batch_stats': state.g_batch_stats})

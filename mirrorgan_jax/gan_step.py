@@ -251,13 +251,13 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
       logits = models.captioner.apply(frozen.captioner, seen, ids, targets, train=False)
       caption_ce = losses.caption_loss(logits, ids, targets)
       caption_ce = caption_ce * _token_mean_weight(targets, axis_name)
+    color_weight = config.loss.color_consistency
     total, g_aux = losses.generator_loss(
         adv, caption_ce, losses.kl_loss(mu, logvar), config.loss.stream_weight,
-        config.loss.kl_weight)
-    aux.update({k: g_aux[k] for k in ('caption_ce', 'kl')})
-    if config.loss.color_consistency:
-      aux['color_consistency'] = losses.color_consistency(images)
-      total += config.loss.color_consistency * aux['color_consistency']
+        config.loss.kl_weight, losses.color_consistency(images) if color_weight else None,
+        color_weight)
+    aux.update({k: g_aux[k] for k in ('caption_ce', 'kl', 'color_consistency')
+                if k in g_aux})
     # How strongly the caption reaches G: CA mean against the CA noise's scale.
     # Mean squares here; the square roots after the device mean (global rms).
     aux['ca/mu_rms'] = jnp.mean(jnp.square(mu))

@@ -394,10 +394,13 @@ def generator_loss(
     kl: jax.Array,
     stream_weight: float,
     kl_weight: float,
+    color: jax.Array | None = None,
+    color_weight: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Total generator loss: paper Eq. 9 plus the reference's KL term.
 
-  L_G = sum_i L_G_i + stream_weight * L_stream + kl_weight * KL.
+  L_G = sum_i L_G_i + stream_weight * L_stream + kl_weight * KL
+        [+ color_weight * colour consistency, when `color` is given].
 
   Args:
     adv_losses: per-stage adversarial losses L_G_i (scalars), e.g. from
@@ -406,10 +409,13 @@ def generator_loss(
     kl: conditioning-augmentation KL (scalar), from `kl_loss`.
     stream_weight: lambda (paper 20; ref YAML 10).
     kl_weight: KL weight (ref 1; not in the paper).
+    color: optional colour consistency of the stages (`color_consistency`).
+    color_weight: its weight (not in the paper or the reference).
 
   Returns:
     (total, aux): the scalar loss; aux holds 'adv' (sum of the stage losses),
-    'caption_ce', 'kl', and the weighted terms 'weighted_stream', 'weighted_kl'.
+    'caption_ce', 'kl', and the weighted terms 'weighted_stream', 'weighted_kl';
+    with `color`, also 'color_consistency' and 'weighted_color'.
   """
   if not adv_losses:
     raise ValueError('adv_losses is empty; pass one adversarial loss per stage')
@@ -421,4 +427,8 @@ def generator_loss(
   total = adv + weighted_stream + weighted_kl
   aux = {'adv': adv, 'caption_ce': caption_ce, 'kl': kl,
          'weighted_stream': weighted_stream, 'weighted_kl': weighted_kl}
+  if color is not None:
+    aux['color_consistency'] = jnp.asarray(color, jnp.float32)
+    aux['weighted_color'] = color_weight * aux['color_consistency']
+    total = total + aux['weighted_color']
   return total, aux

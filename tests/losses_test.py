@@ -346,6 +346,11 @@ def test_generator_loss_composition():
   np.testing.assert_allclose(aux['adv'], 6.0)
   np.testing.assert_allclose(aux['weighted_stream'], 10.0)
   np.testing.assert_allclose(aux['weighted_kl'], 0.5)
+  assert 'color_consistency' not in aux
+  total, aux = losses.generator_loss([1.0, 2.0, 3.0], 0.5, 0.25, stream_weight=20.0,
+                                     kl_weight=2.0, color=0.75, color_weight=2.0)
+  np.testing.assert_allclose(total, 6.0 + 20.0 * 0.5 + 2.0 * 0.25 + 2.0 * 0.75)
+  np.testing.assert_allclose(aux['weighted_color'], 1.5)
   with pytest.raises(ValueError, match='adv_losses'):
     losses.generator_loss([], 0.5, 0.25, 20.0, 1.0)
 

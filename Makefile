@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt
 
 run: $(VENV)/.installed
 	$(PY) -m mirrorgan_jax.main --config $(CONFIG) --workdir $(WORKDIR)
-	$(PY) -m mirrorgan_jax.sample --workdir $(WORKDIR) --num-samples 4 $(SAMPLE_TEXT)
+	$(PY) -m mirrorgan_jax.sample_cli --workdir $(WORKDIR) --num-samples 4 $(SAMPLE_TEXT)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

@@ -19,7 +19,7 @@ MIRRORGAN_DISTRIBUTED=1) calls `jax.distributed.initialize()`.
 import json
 import os
 
-from mirrorgan_jax import runtime_env
+from mirrorgan_jax.infra import runtime_env
 
 runtime_env.set_defaults()  # Before TensorFlow and JAX start.
 
@@ -32,17 +32,18 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import cli_errors
-from mirrorgan_jax import config_check
-from mirrorgan_jax import console
-from mirrorgan_jax import damsm_training
-from mirrorgan_jax import gan_training
-from mirrorgan_jax import oracle_training
-from mirrorgan_jax import stream_training
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import cli_errors
+from mirrorgan_jax.infra import config_check
+from mirrorgan_jax.infra import console
+from mirrorgan_jax.phases import damsm as damsm_phase
+from mirrorgan_jax.phases import gan as gan_phase
+from mirrorgan_jax.phases import oracle as oracle_phase
+from mirrorgan_jax.phases import stream as stream_phase
 from mirrorgan_jax import vocab as vocab_lib
-from mirrorgan_jax import workdir_lock
+from mirrorgan_jax.infra import workdir_lock
 from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.evaluation import evaluator
 
 MODES = ('all', 'damsm', 'stream', 'oracle', 'gan', 'eval')
@@ -65,7 +66,6 @@ _PROFILER_PORT = flags.DEFINE_integer(
     'profiler_port', 0, 'Start a jax.profiler server on this port (0 = off).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-VOCAB_FILE = 'vocab.json'
 
 def resolve_vocabulary(config, workdir: epath.Path) -> vocab_lib.Vocabulary:
   """The run's vocabulary: the DAMSM artifact's, else the workdir's, else built.
@@ -73,14 +73,14 @@ def resolve_vocabulary(config, workdir: epath.Path) -> vocab_lib.Vocabulary:
   A built vocabulary is saved to `<workdir>/vocab.json`, so every phase and
   every restart of the run uses the same words and ids.
   """
-  damsm = damsm_training.artifact_dir(workdir)
-  if checkpointing.artifact_exists(damsm):
-    return vocab_lib.Vocabulary.load(damsm / VOCAB_FILE)
-  if (workdir / VOCAB_FILE).exists():
-    return vocab_lib.Vocabulary.load(workdir / VOCAB_FILE)
+  damsm = artifacts.directory(workdir, artifacts.DAMSM)
+  if artifacts.exists(damsm, artifacts.DAMSM):
+    return vocab_lib.Vocabulary.load(damsm / artifacts.VOCAB_FILE)
+  if (workdir / artifacts.VOCAB_FILE).exists():
+    return vocab_lib.Vocabulary.load(workdir / artifacts.VOCAB_FILE)
   vocab = input_pipeline.build_vocabulary(config)
   if jax.process_index() == 0:
-    vocab.save(workdir / VOCAB_FILE)
+    vocab.save(workdir / artifacts.VOCAB_FILE)
   return vocab
 
 
@@ -88,9 +88,9 @@ def run(config, workdir: epath.Path, mode: str) -> None:
   """Runs the phases of `mode` in order (see the module docstring)."""
   if mode not in MODES:
     raise ValueError(f'unknown mode {mode!r}; choose one of {", ".join(MODES)}')
-  has_oracle = config.data.name == oracle_training.DATASET
+  has_oracle = config.data.name == shapes_labels.DATASET
   if mode == 'oracle' and not has_oracle:
-    raise ValueError(f'--mode oracle needs data.name {oracle_training.DATASET!r} (the oracle '
+    raise ValueError(f'--mode oracle needs data.name {shapes_labels.DATASET!r} (the oracle '
                      'learns its ground-truth attribute labels); this config has '
                      f'{config.data.name!r}')
   config_check.check(
@@ -110,22 +110,20 @@ def _run_phases(config, workdir: epath.Path, mode: str, has_oracle: bool) -> Non
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
   vocab = resolve_vocabulary(config, workdir)
   logging.info('Vocabulary: %d words.', len(vocab))
-  pretraining = (('damsm', damsm_training), ('stream', stream_training))
-  for name, phase in pretraining:
-    if mode not in (name, 'all'):
+  pretraining = (
+      (artifacts.DAMSM, lambda: damsm_phase.train_and_evaluate(config, workdir, vocab)),
+      (artifacts.STREAM, lambda: stream_phase.train_and_evaluate(config, workdir, vocab)),
+      (artifacts.ORACLE, lambda: oracle_phase.train_and_evaluate(config, workdir)))
+  for kind, train in pretraining:
+    if mode not in (kind.phase, 'all') or (kind is artifacts.ORACLE and not has_oracle):
       continue
-    if mode == 'all' and checkpointing.artifact_exists(phase.artifact_dir(workdir)):
-      console.say(f'{name}: artifact exists at {phase.artifact_dir(workdir)}, skipping.')
+    path = artifacts.directory(workdir, kind)
+    if mode == 'all' and artifacts.exists(path, kind):
+      console.say(f'{kind.phase}: artifact exists at {path}, skipping.')
       continue
-    phase.train_and_evaluate(config, workdir, vocab)
-  if mode in ('oracle', 'all') and has_oracle:
-    path = oracle_training.artifact_dir(workdir)
-    if mode == 'all' and checkpointing.artifact_exists(path, require_vocab=False):
-      console.say(f'oracle: artifact exists at {path}, skipping.')
-    else:
-      oracle_training.train_and_evaluate(config, workdir)
+    train()
   if mode in ('gan', 'all'):
-    gan_training.train_and_evaluate(config, workdir, vocab)
+    gan_phase.train_and_evaluate(config, workdir, vocab)
   if mode in ('eval', 'all'):
     if mode == 'all' and evaluator.results_current(workdir):
       console.say(f'eval: {evaluator.eval_dir(workdir) / evaluator.RESULTS_FILE} scores '
@@ -138,7 +136,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:
-    # The console shows progress lines (mirrorgan_jax.console); library INFO logs
+    # The console shows progress lines (mirrorgan_jax.infra.console); library INFO logs
     # (Orbax, TFDS, clu, absl) come back with --verbosity=0.
     console.quiet_libraries()
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; the GPUs belong to JAX.

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mirrorgan_jax.infra import padded_batches
 from mirrorgan_jax import tokenizer
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.models import captioner as captioner_lib
@@ -214,30 +215,6 @@ def generate_and_redescribe(generator: nn.Module, text_encoder: nn.Module,
   return out, words, counts
 
 
-def _map_batches(fn, rows: dict[str, np.ndarray], batch_size: int) -> Any:
-  """Applies `fn` to fixed-size batches of `rows` and joins the outputs.
-
-  The last batch is padded with copies of its first row (a real input, so the
-  networks see nothing degenerate); their outputs are discarded.
-
-  Args:
-    fn: batch dict -> pytree of arrays with a leading batch axis.
-    rows: arrays with a common leading axis of size n >= 1.
-    batch_size: rows per call of `fn`.
-  Returns:
-    The pytree of `fn` with n rows per leaf, as numpy.
-  """
-  n = len(next(iter(rows.values())))
-  outs = []
-  for start in range(0, n, batch_size):
-    index = np.arange(start, start + batch_size)
-    real = min(batch_size, n - start)
-    index = np.where(index < n, index, start)
-    out = jax.device_get(fn({k: v[index] for k, v in rows.items()}))
-    outs.append(jax.tree.map(lambda x, real=real: x[:real], out))
-  return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
-
-
 def _batch_size(config, batch_size: int | None) -> int:
   batch_size = config.eval.batch_size if batch_size is None else batch_size
   if batch_size < 1:
@@ -261,7 +238,7 @@ def redescribe(trained: Any, images: np.ndarray, batch_size: int | None = None
     raise ValueError(f'expected images [N > 0, H, W, 3], got {images.shape}')
   c = trained.config.model.captioner
   variables = jax.device_put(trained.frozen.captioner)
-  out = _map_batches(
+  out = padded_batches.map_batches(
       lambda batch: redescribe_batch(trained.models.captioner, variables,
                                      batch['images'], beam_size=c.beam_size,
                                      max_len=c.max_decode_len)[0],
@@ -354,7 +331,7 @@ def sample(trained: Any, texts: Sequence[str], num_samples: int = 8, seed: int =
       _sample_batch, models.generator, models.text_encoder, models.captioner,
       beam_size=c.beam_size, max_len=c.max_decode_len, variables=variables,
       seed=np.int32(seed))
-  out = _map_batches(lambda batch: step(batch=batch), rows, batch_size)
+  out = padded_batches.map_batches(lambda batch: step(batch=batch), rows, batch_size)
   out = jax.tree.map(lambda x: x.reshape((n, k) + x.shape[1:]), out)
   return SampleResult(
       captions=reports, ids=ids, lengths=lengths, images=out['images'],

@@ -1,8 +1,10 @@
 """A trained MirrorGAN, loaded from its workdir for sampling and evaluation.
 
 `load(workdir)` reads the run's config (`<workdir>/config.json` unless one is
-given), its vocabulary, the frozen DAMSM encoders and STREAM captioner, and the
-newest restorable GAN checkpoint, of which it keeps the EMA generator. A
+given), the frozen DAMSM encoders and STREAM captioner with their vocabulary
+(`artifacts.load_pretrained`, each file once), and the newest restorable GAN
+checkpoint, of which it keeps the EMA generator. The checkpoint is read by its
+own metadata, so no training code (optimizers, train step) is imported; a
 checkpoint written under `parallel.mode = 'pmap'` (a leading device axis on
 every leaf) is read as well, whatever the devices present now.
 """
@@ -14,11 +16,10 @@ from typing import Any
 from etils import epath
 import jax
 import ml_collections
+import numpy as np
 
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import damsm_training
-from mirrorgan_jax import gan_step
-from mirrorgan_jax import gan_training
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import checkpointing
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.models import factory
 
@@ -32,8 +33,7 @@ class TrainedModel:
   vocab: vocab_lib.Vocabulary
   models: factory.Models
   g_variables: dict[str, Any]  # {'params': EMA params, 'batch_stats'} of G.
-  frozen: gan_step.Frozen  # Text encoder and captioner variables.
-  image_encoder: dict[str, Any]  # DAMSM image encoder variables (R-precision).
+  frozen: artifacts.Pretrained  # Text and image encoders and captioner variables.
   step: int  # GAN step of the checkpoint.
 
 
@@ -50,21 +50,15 @@ def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
     raise ValueError(f'{path} is not valid JSON ({e})') from e
 
 
-def _abstract_state(config, models) -> gan_step.GanState:
-  return jax.eval_shape(
-      lambda: gan_step.create_state(config, models, jax.random.PRNGKey(0)))
+def _is_array_metadata(x: Any) -> bool:
+  return hasattr(x, 'shape') and hasattr(x, 'dtype')
 
 
-def _saved_device_axis(ckpt: checkpointing.Checkpointer, step: int) -> int | None:
-  """Leading device count of a pmap-layout checkpoint, None for the jit layout."""
-  shape = tuple(ckpt.state_metadata(step)['step'].shape)
-  return shape[0] if shape else None
+def restore_ema_generator(workdir: epath.PathLike) -> tuple[dict[str, Any], int]:
+  """The EMA generator variables of the newest restorable GAN checkpoint of `workdir`.
 
-
-def restore_gan_state(config: ml_collections.ConfigDict, models: factory.Models,
-                      workdir: epath.PathLike) -> tuple[gan_step.GanState, int]:
-  """The newest restorable GAN state of `workdir`, on the first local device.
-
+  Returns:
+    ({'params': EMA params, 'batch_stats'} on the first local device, step).
   Raises:
     FileNotFoundError: the workdir has no GAN checkpoint (names the path).
     RuntimeError: no checkpoint could be restored (corrupt; names the path).
@@ -74,26 +68,22 @@ def restore_gan_state(config: ml_collections.ConfigDict, models: factory.Models,
     raise FileNotFoundError(f'no GAN checkpoints at {directory}; train first '
                             '(python -m mirrorgan_jax.main --mode gan)')
   ckpt = checkpointing.Checkpointer(directory, asynchronous=False)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  as_saved = lambda step: jax.tree.map(  # The saved layout, on one device.
+      lambda x: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype, sharding=device),
+      ckpt.state_metadata(step), is_leaf=_is_array_metadata)
   try:
-    latest = ckpt.latest_step()
-    if latest is None:
-      raise FileNotFoundError(f'no GAN checkpoint in {directory}; train first '
-                              '(python -m mirrorgan_jax.main --mode gan)')
-    try:
-      devices = _saved_device_axis(ckpt, latest)
-    except Exception:  # pylint: disable=broad-except  # unreadable: restore reports it
-      devices = None
-    lead = (devices,) if devices else ()
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(lead + x.shape, x.dtype, sharding=device),
-        _abstract_state(config, models))
-    state, _, step = ckpt.restore(abstract)
+    restored = ckpt.restore(as_saved)
   finally:
     ckpt.close()
-  if devices:
-    state = jax.tree.map(lambda x: x[0], state)
-  return state, step
+  if restored is None:
+    raise FileNotFoundError(f'no GAN checkpoint in {directory}; train first '
+                            '(python -m mirrorgan_jax.main --mode gan)')
+  state, _, step = restored
+  variables = {'params': state['ema_g_params'], 'batch_stats': state['g_batch_stats']}
+  if np.ndim(state['step']):  # pmap layout: every leaf has a leading device axis.
+    variables = jax.tree.map(lambda x: x[0], variables)
+  return variables, step
 
 
 def load(workdir: epath.PathLike, config: ml_collections.ConfigDict | None = None
@@ -109,12 +99,12 @@ def load(workdir: epath.PathLike, config: ml_collections.ConfigDict | None = Non
   """
   workdir = epath.Path(workdir)
   config = config or load_config(workdir)
-  encoders, vocab, _ = damsm_training.load_encoders(
-      damsm_training.artifact_dir(workdir), config)
-  frozen = gan_training.load_frozen(config, workdir, vocab)
-  models = factory.create_models(config, len(vocab))
-  state, step = restore_gan_state(config, models, workdir)
-  g_variables = {'params': state.ema_g_params, 'batch_stats': state.g_batch_stats}
-  return TrainedModel(
-      config=config, vocab=vocab, models=models, g_variables=g_variables,
-      frozen=frozen, image_encoder=encoders[damsm_training.IMAGE], step=step)
+  frozen = artifacts.load_pretrained(workdir, config)
+  models = factory.create_models(config, len(frozen.vocab))
+  g_variables, step = restore_ema_generator(workdir)
+  template = jax.eval_shape(
+      lambda: factory.init_variables(config, models.generator, jax.random.PRNGKey(0)))
+  artifacts.check_tree(g_variables, template,
+                       f'the generator of {workdir}/gan/checkpoints/{step}')
+  return TrainedModel(config=config, vocab=frozen.vocab, models=models,
+                      g_variables=g_variables, frozen=frozen, step=step)

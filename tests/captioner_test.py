@@ -19,7 +19,7 @@ import pytest
 
 from mirrorgan_jax.models import captioner
 from mirrorgan_jax.models import image_encoder
-from mirrorgan_jax.pretrained import vision
+from mirrorgan_jax.pretrained import vision_from_torch as vision
 from tests.image_encoder_test import random_variables
 from tests.resnet_test import count_flax
 from tests.resnet_test import flax_location as resnet_flax_location

@@ -1,12 +1,10 @@
-"""Checkpointer: save/restore, fallback from a corrupt newest step, artifacts."""
+"""Checkpointer: save/restore, fallback from a corrupt newest step, relative paths."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.infra import checkpointing
 
 
 def _state(x):
@@ -44,29 +42,12 @@ def test_corrupt_newest_falls_back_to_previous(tmp_path, capsys):
   assert lines[1] == f'Restored {tmp_path}/ckpt at step 1.'
 
 
-def test_artifact_round_trip_and_errors(tmp_path):
-  vocab = vocab_lib.Vocabulary.build(['a red star'])
-  variables = {'params': {'w': np.arange(6, dtype=np.float32).reshape(2, 3)}}
-  checkpointing.save_artifact(tmp_path / 'art', variables, vocab, {'phase': 'damsm'})
-  assert checkpointing.artifact_exists(tmp_path / 'art')
-  got, got_vocab, meta = checkpointing.load_artifact(tmp_path / 'art')
-  np.testing.assert_array_equal(got['params']['w'], variables['params']['w'])
-  assert got_vocab == vocab and meta == {'phase': 'damsm'}
-  (tmp_path / 'art' / 'vocab.json').unlink()
-  with pytest.raises(FileNotFoundError, match='vocab.json'):
-    checkpointing.load_artifact(tmp_path / 'art')
-
-
 def test_relative_paths_work(tmp_path, monkeypatch):
   """Orbax needs absolute paths; `runs/x` (the Makefile's default) must still work."""
   monkeypatch.chdir(tmp_path)
   assert checkpointing.resolve('runs/x') == tmp_path / 'runs' / 'x'
   assert str(checkpointing.resolve('gs://bucket/run')) == 'gs://bucket/run'
   variables = {'w': np.arange(3, dtype=np.float32)}
-  checkpointing.save_artifact('runs/art', variables, None, {'kind': 'test'})
-  loaded, vocab, meta = checkpointing.load_artifact('runs/art', require_vocab=False)
-  np.testing.assert_array_equal(loaded['w'], variables['w'])
-  assert vocab is None and meta == {'kind': 'test'}
   ckpt = checkpointing.Checkpointer('runs/ckpt', asynchronous=False)
   ckpt.save(1, variables)
   ckpt.wait()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mirrorgan_jax import cli_errors
+from mirrorgan_jax.infra import cli_errors
 from tests.conftest import ROOT
 
 

@@ -7,7 +7,7 @@ import pytest
 from configs import coco
 from configs import cub
 from configs import shapes
-from mirrorgan_jax import config_check
+from mirrorgan_jax.infra import config_check
 from mirrorgan_jax import main
 
 BAD_VALUES = {  # A value each rule must reject, by the kind of rule.

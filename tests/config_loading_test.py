@@ -2,7 +2,7 @@
 
 import pytest
 
-from mirrorgan_jax import config_loading
+from mirrorgan_jax.infra import config_loading
 from tests.conftest import ROOT
 
 

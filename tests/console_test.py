@@ -1,6 +1,6 @@
 """Tests of console.py: the progress line a person reads."""
 
-from mirrorgan_jax import console
+from mirrorgan_jax.infra import console
 
 
 def test_progress_line_rate_eta_and_key_metrics():

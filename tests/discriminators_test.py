@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mirrorgan_jax.models import discriminators
-from mirrorgan_jax.pretrained import gan
+from mirrorgan_jax.pretrained import gan_from_torch as gan
 
 
 def _init(model, batch=2, sentence_dim=16):
@@ -181,5 +181,6 @@ def test_converter_errors():
         {k: v for k, v in sd.items() if not k.startswith('UNCOND')}, 64)
   with pytest.raises(ValueError, match='image_size=32'):
     gan.discriminator_from_torch(sd, 32)
-  with pytest.raises(ValueError, match=r'joint/conv/kernel: checkpoint \(3, 3, 21, 16\)'):
+  with pytest.raises(ValueError, 
+                     match=r"\['joint'\]\['conv'\]\['kernel'\]: \(3, 3, 21, 16\) instead"):
     gan.discriminator_from_torch(sd, 64, template=_template(model, 7))

@@ -3,7 +3,7 @@
 Expected values come from the protocol written out here (sample k: eval image
 k % M with caption (k // M) % N, noise folded from k), from hand-built
 features and captions, and from the modules the evaluator glues together
-(`sampling.generate`, `oracle_training.mentioned`), never from its own output.
+(`sampling.generate`, `oracle_accuracy.mentioned`), never from its own output.
 """
 
 import json
@@ -20,18 +20,19 @@ from PIL import Image
 import pytest
 
 from configs import cub
-from mirrorgan_jax import checkpointing
+from mirrorgan_jax.infra import checkpointing
 from tests import conftest
 from mirrorgan_jax import main
-from mirrorgan_jax import oracle_training
-from mirrorgan_jax import parallel
+from mirrorgan_jax.infra import parallel
 from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
 from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.evaluation import eval_protocol
 from mirrorgan_jax.evaluation import evaluator
 from mirrorgan_jax.evaluation import fid_reference
 from mirrorgan_jax.evaluation import fid
+from mirrorgan_jax.evaluation import oracle_accuracy
 from mirrorgan_jax.evaluation import redescription_attributes
 
 NUM_SAMPLES = conftest.SMOKE_EVAL_SAMPLES
@@ -93,7 +94,7 @@ def test_results_have_every_key_with_finite_numbers(smoke_run):
   assert results['r_precision']['generated']['top3_mean'] >= (
       results['r_precision']['generated']['top1_mean'])
   for key in ('accuracy', 'count', 'real_accuracy_same_captions', 'real_test_accuracy'):
-    assert set(results['oracle'][key]) == set(oracle_training.ATTRIBUTES), key
+    assert set(results['oracle'][key]) == set(oracle_accuracy.ATTRIBUTES), key
   attributes = results['redescription_attributes']
   assert set(attributes) == {'real', 'generated'}
   for which, scores in attributes.items():
@@ -197,13 +198,13 @@ def test_redescriptions_use_the_configured_decoder(smoke_run, beam_size):
 
 def test_oracle_counts_follow_the_captions_of_each_round(smoke_run):
   _, data_dir, _, results, _ = smoke_run
-  records = oracle_training.test_records(_config(data_dir))
+  records = shapes_labels.test_records(_config(data_dir))
 
   def counts(caption_of):
-    out = dict.fromkeys(oracle_training.ATTRIBUTES, 0)
+    out = dict.fromkeys(oracle_accuracy.ATTRIBUTES, 0)
     for k in range(NUM_SAMPLES):
       j = k % NUM_EVAL
-      for a, scored in oracle_training.mentioned(records.captions[j][caption_of(k)],
+      for a, scored in oracle_accuracy.mentioned(records.captions[j][caption_of(k)],
                                                  int(records.num_objects[j])).items():
         out[a] += scored
     return out
@@ -235,7 +236,7 @@ def test_r_precision_glue_on_constructed_codes():
 
 
 def test_oracle_scores_glue_by_hand():
-  records = oracle_training.TestRecords(
+  records = shapes_labels.TestRecords(
       captions=[['a big red circle on the left', 'a red circle on a black background'],
                 ['a red circle left of a blue square', 'two shapes']],
       labels={'shape': np.array([0, 0]), 'color': np.array([0, 0]),
@@ -321,7 +322,8 @@ def test_missing_pieces_give_clear_errors(smoke_run, tmp_path):
   with pytest.raises(FileNotFoundError, match='--mode oracle'):
     evaluator.evaluate(config, run)
   shutil.copytree(workdir / 'oracle' / 'artifact', run / 'oracle' / 'artifact')
-  with pytest.raises(FileNotFoundError, match='not a converted Inception-v3'):
+  with pytest.raises(FileNotFoundError,
+                     match='not a complete Inception-v3 artifact.*pretrained inception'):
     evaluator.evaluate(_config(data_dir, inception_path=str(tmp_path / 'none')), run)
   with pytest.raises(ValueError, match='eval.num_samples must be >= 1'):
     evaluator.evaluate(_config(data_dir, num_samples=0), run)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mirrorgan_jax import fast_init
+from mirrorgan_jax.infra import fast_init
 
 
 class _Net(nn.Module):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import shapes
-from mirrorgan_jax import gan_step
+from mirrorgan_jax.phases import gan_step
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.models import factory
 

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mirrorgan_jax import gan_step
-from mirrorgan_jax import losses
+from mirrorgan_jax.phases import gan_step
+from mirrorgan_jax.phases import losses
 from mirrorgan_jax.models import factory
 from tests import gan_fixtures
 from tests.conftest import ROOT
@@ -55,7 +55,7 @@ def test_step_updates_g_d_ema_and_never_frozen():
   assert 0 < ema_move < 0.01 * live_move
   # The frozen networks are bit-identical, on the host and on the devices.
   assert _leaves_equal(frozen_before, jax.device_get(frozen))
-  assert _leaves_equal(frozen_before, jax.device_get(step.frozen))
+  assert _leaves_equal(frozen_before, jax.device_get(step.constants[0]))
 
 
 def test_ema_warmup_by_hand():
@@ -142,7 +142,7 @@ def test_frozen_params_are_arguments_not_constants():
     assert not big_consts, [np.shape(c) for c in big_consts]
     n_frozen = len(jax.tree.leaves(frozen))
     assert len(jaxpr.jaxpr.invars) >= n_frozen
-    text = step.compiled.lower(step.place_state(state), step.frozen, batch).as_text()
+    text = step.lower(step.place_state(state), batch).as_text()
     sizes[hidden] = (len(text), sum(np.size(x) for x in jax.tree.leaves(frozen.captioner)))
   (text16, params16), (text128, params128) = sizes[16], sizes[128]
   assert params128 > 4 * params16

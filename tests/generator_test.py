@@ -11,7 +11,7 @@ from configs import shapes
 from mirrorgan_jax.models import conditioning
 from mirrorgan_jax.models import generator
 from mirrorgan_jax.models import layers
-from mirrorgan_jax.pretrained import gan
+from mirrorgan_jax.pretrained import gan_from_torch as gan
 
 
 def _golden(golden_dir, name):
@@ -332,5 +332,6 @@ def test_generator_converter_word_only_and_errors():
     gan.generator_from_torch(sd, glam='paper')
   _, _, template = _reference_template()
   wrong = dict(sd, **{'img_net2.img.0.weight': np.zeros((3, 5, 3, 3), np.float32)})
-  with pytest.raises(ValueError, match=r'image1/conv/kernel: checkpoint \(3, 3, 5, 3\)'):
+  with pytest.raises(ValueError, 
+                     match=r"\['image1'\]\['conv'\]\['kernel'\]: \(3, 3, 5, 3\) instead"):
     gan.generator_from_torch(wrong, template=template)

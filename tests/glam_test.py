@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mirrorgan_jax.models import glam
-from mirrorgan_jax.pretrained import gan
+from mirrorgan_jax.pretrained import gan_from_torch as gan
 
 
 def test_word_attention_golden(golden_dir):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mirrorgan_jax.models import image_encoder
-from mirrorgan_jax.pretrained import vision
+from mirrorgan_jax.pretrained import vision_from_torch as vision
 from tests.inception_test import TORCHVISION_PARAMS, AUX_PARAMS, FC_PARAMS
 from tests.inception_test import flax_location
 from tests.inception_test import torchvision_inception_shapes

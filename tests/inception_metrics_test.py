@@ -13,7 +13,7 @@ import pytest
 
 from mirrorgan_jax.evaluation import fid
 from mirrorgan_jax.evaluation import inception_metrics as im
-from mirrorgan_jax.pretrained import artifacts
+from mirrorgan_jax.pretrained import converters
 from tests.inception_test import torchvision_inception_shapes
 from tests.resnet_test import random_state_dict
 
@@ -77,7 +77,7 @@ def test_shapes_probabilities_and_one_compile(small, small_outputs):
 def test_padding_and_batch_size_do_not_change_results(small, five_images, small_outputs):
   whole = im.InceptionExtractor.with_random_weights(seed=0, batch_size=5,
                                                     image_size=SMALL)(five_images)
-  one = small(five_images[4:])  # One image padded with a zero image.
+  one = small(five_images[4:])  # One image padded with copies of itself.
   split = small.extract([five_images[:3], five_images[3:]])
   for other in (whole, split):
     for got, want in zip(other, small_outputs):
@@ -130,7 +130,7 @@ def test_from_artifact_at_299(tmp_path):
   sd = random_state_dict(shapes, seed=2)
   np.savez(tmp_path / 'pt_inception.npz', **sd)
   artifact = tmp_path / 'inception'
-  artifacts.convert_inception(tmp_path / 'pt_inception.npz', artifact)
+  converters.convert_inception(tmp_path / 'pt_inception.npz', artifact)
 
   extractor = im.InceptionExtractor.from_artifact(artifact, batch_size=2)
   assert extractor.model.fid_variant and extractor.model.num_classes == 1008

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mirrorgan_jax.models import inception
-from mirrorgan_jax.pretrained import vision
+from mirrorgan_jax.pretrained import vision_from_torch as vision
 from tests.resnet_test import count_flax
 from tests.resnet_test import count_torch_params
 from tests.resnet_test import np_avg_pool

@@ -1,4 +1,4 @@
-"""Tests of mirrorgan_jax.losses against golden tensors, a numpy loop and hand numbers.
+"""Tests of mirrorgan_jax.phases.losses against golden tensors, a numpy loop and hand numbers.
 
 The numpy oracle below re-implements the reference DAMSM word loss literally (a loop
 over captions and images, each caption sliced to its own length, float64), so it is
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mirrorgan_jax import losses
+from mirrorgan_jax.phases import losses
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 GAMMAS = dict(gamma1=4.0, gamma2=5.0, gamma3=10.0)  # Reference values (and golden).

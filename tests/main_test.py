@@ -13,12 +13,10 @@ import jax
 import numpy as np
 
 from configs import shapes
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import damsm_training
-from mirrorgan_jax import gan_step
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import checkpointing
+from mirrorgan_jax.phases import gan_step
 from mirrorgan_jax import main
-from mirrorgan_jax import oracle_training
-from mirrorgan_jax import stream_training
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.models import factory
 from tests import conftest
@@ -35,11 +33,9 @@ def _config(data_dir, **train):
 
 def test_all_phases_write_their_outputs(smoke_run):
   workdir = smoke_run.workdir
-  assert checkpointing.artifact_exists(damsm_training.artifact_dir(workdir))
-  assert checkpointing.artifact_exists(stream_training.artifact_dir(workdir))
+  for kind in (artifacts.DAMSM, artifacts.STREAM, artifacts.ORACLE):
+    assert artifacts.exists(artifacts.directory(workdir, kind), kind), kind.name
   assert (workdir / 'vocab.json').exists() and (workdir / 'config.json').exists()
-  assert checkpointing.artifact_exists(oracle_training.artifact_dir(workdir),
-                                       require_vocab=False)
   for phase in ('damsm', 'stream', 'oracle', 'gan'):
     assert list((workdir / phase).glob('events.out.tfevents*')), phase
     assert list((workdir / phase / 'checkpoints').iterdir()), phase

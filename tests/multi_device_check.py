@@ -10,8 +10,8 @@ import sys
 import jax
 import numpy as np
 
-from mirrorgan_jax import gan_step
-from mirrorgan_jax import parallel
+from mirrorgan_jax.phases import gan_step
+from mirrorgan_jax.infra import parallel
 from mirrorgan_jax.models import factory
 from tests import gan_fixtures
 

@@ -8,11 +8,15 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import shapes
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import oracle_training
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import checkpointing
+from mirrorgan_jax.phases import oracle as oracle_phase
 from mirrorgan_jax.data import captioned_shapes
 from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.data import shapes_scene
+from mirrorgan_jax.evaluation import oracle_accuracy
+from mirrorgan_jax.models import factory
 from mirrorgan_jax.models import oracle as oracle_lib
 
 EPOCHS = 4  # 96 train images / batch 16 -> 24 steps.
@@ -31,7 +35,7 @@ def config(tmp_path_factory):
 def trained(config, tmp_path_factory):
   """One oracle run: (workdir, artifact path)."""
   workdir = tmp_path_factory.mktemp('workdir')
-  return workdir, oracle_training.train_and_evaluate(config, workdir)
+  return workdir, oracle_phase.train_and_evaluate(config, workdir)
 
 
 def _images(n, side, seed=0):
@@ -41,10 +45,9 @@ def _images(n, side, seed=0):
 def test_phase_writes_checkpoints_summaries_and_artifact(config, trained):
   workdir, path = trained
   steps = EPOCHS * 96 // config.oracle.batch_size
-  assert path == oracle_training.artifact_dir(workdir) == workdir / 'oracle' / 'artifact'
-  assert checkpointing.artifact_exists(path, require_vocab=False)
+  assert path == artifacts.directory(workdir, artifacts.ORACLE) == workdir / 'oracle' / 'artifact'
+  assert artifacts.exists(path, artifacts.ORACLE)
   assert not (path / 'vocab.json').exists()
-  assert not checkpointing.artifact_exists(path)  # The default still needs a vocabulary.
   checkpoints = checkpointing.Checkpointer(workdir / 'oracle' / 'checkpoints')
   assert checkpoints.latest_step() == steps
   events = list((workdir / 'oracle').glob('events.out.tfevents.*'))
@@ -53,8 +56,8 @@ def test_phase_writes_checkpoints_summaries_and_artifact(config, trained):
   tags = {v.tag for raw in tfds.as_numpy(records)
           for v in tf.compat.v1.Event.FromString(raw).summary.value}
   assert {f'eval/accuracy_{a}' for a in oracle_lib.ATTRIBUTES} <= tags
-  variables, vocab, meta = checkpointing.load_artifact(path, require_vocab=False)
-  assert vocab is None and set(variables) == {oracle_training.ARTIFACT_KEY}
+  variables, vocab, meta = artifacts.read(path, artifacts.ORACLE)
+  assert vocab is None and set(variables) == {artifacts.ORACLE_KEY}
   assert meta['phase'] == 'oracle' and meta['steps'] == steps
   assert meta['oracle']['features'] == list(config.oracle.features)
   assert set(meta['eval']['accuracy']) == set(oracle_lib.ATTRIBUTES)
@@ -68,11 +71,11 @@ def test_training_beats_chance_on_the_train_split(config, trained):
   _, path = trained
   on_train = config.copy_and_resolve_references()
   on_train.data.eval_split = 'train'
-  oracle = oracle_training.load_oracle(path, on_train)
-  after = oracle_training.Evaluator(on_train, oracle).compute(oracle.variables)
-  model = oracle_training.create_model(config)
+  oracle = artifacts.load_oracle(path, on_train)
+  after = oracle_phase.AccuracyEvalHook(on_train, oracle).accuracy(oracle.variables)
+  model = factory.create_oracle(config)
   init = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))
-  before = oracle_training.Evaluator(on_train, oracle).compute(init)
+  before = oracle_phase.AccuracyEvalHook(on_train, oracle).accuracy(init)
   # Chance: 1/3 background colours, 1/2 counts (balanced by construction).
   assert after['background'][0] > 0.75 > before['background'][0]
   assert after['count'][0] > 0.7
@@ -82,7 +85,7 @@ def test_training_beats_chance_on_the_train_split(config, trained):
 
 def test_predict_any_side_padding_invariant_one_compile(config, trained):
   _, path = trained
-  oracle = oracle_training.load_oracle(path, config, batch_size=4)
+  oracle = artifacts.load_oracle(path, config, batch_size=4)
   images = _images(5, 64)  # Resized to 32 inside.
   predictions, features = oracle.outputs(images)
   assert set(predictions) == set(oracle_lib.ATTRIBUTES)
@@ -100,7 +103,7 @@ def test_predict_any_side_padding_invariant_one_compile(config, trained):
 
 
 def test_predict_rejects_bad_images(config, trained):
-  oracle = oracle_training.load_oracle(trained[1], config)
+  oracle = artifacts.load_oracle(trained[1], config)
   with pytest.raises(ValueError, match='N>0, H, W, 3'):
     oracle.predict(_images(2, 32)[0])
   with pytest.raises(ValueError, match='N>0, H, W, 3'):
@@ -113,23 +116,23 @@ def test_predict_rejects_bad_images(config, trained):
 
 def test_load_oracle_errors(config, trained, tmp_path):
   with pytest.raises(FileNotFoundError, match='missing'):
-    oracle_training.load_oracle(tmp_path / 'nowhere', config)
+    artifacts.load_oracle(tmp_path / 'nowhere', config)
   other = config.copy_and_resolve_references()
   other.oracle.features = (8, 8)
   other.oracle.image_size = 64
   other.oracle.batch_size = 3  # Not an architecture field.
   with pytest.raises(ValueError, match=r'oracle\.image_size.*oracle\.features'):
-    oracle_training.load_oracle(trained[1], other)
-  checkpointing.save_artifact(tmp_path / 'stream', {'captioner': {'w': np.zeros(2)}},
+    artifacts.load_oracle(trained[1], other)
+  artifacts.save(tmp_path / 'stream', {'captioner': {'w': np.zeros(2)}},
                               None, {'phase': 'stream'})
   with pytest.raises(ValueError, match='not an oracle artifact'):
-    oracle_training.load_oracle(tmp_path / 'stream', config)
+    artifacts.load_oracle(tmp_path / 'stream', config)
 
 
 def test_train_batches_resume_exactly(config):
-  first = oracle_training.train_batches(config)
+  first = shapes_labels.train_batches(config)
   batches = [next(first) for _ in range(8)]  # Crosses the epoch boundary (6 steps).
-  resumed = next(oracle_training.train_batches(config, start_step=7))
+  resumed = next(shapes_labels.train_batches(config, start_step=7))
   for k, v in batches[7].items():
     np.testing.assert_array_equal(resumed[k], v)
   assert batches[0]['image'].shape == (16, 32, 32, 3)
@@ -139,7 +142,7 @@ def test_train_batches_resume_exactly(config):
 
 
 def test_test_records_follow_file_order_with_true_labels(config):
-  records = oracle_training.test_records(config)
+  records = shapes_labels.test_records(config)
   builder = input_pipeline.get_builder(config)
   keys = [k.decode() for k in tfds.as_numpy(builder.as_dataset(
       split='test', shuffle_files=False,
@@ -173,25 +176,25 @@ def test_test_records_follow_file_order_with_true_labels(config):
 def test_mentioned(caption, num_objects, expected):
   # expected: one letter per attribute (shape color size position count background),
   # '.' = not stated; count is always stated.
-  got = oracle_training.mentioned(caption, num_objects)
+  got = oracle_accuracy.mentioned(caption, num_objects)
   want = {a: c != '.' for a, c in zip(oracle_lib.ATTRIBUTES, expected)}
   want['count'] = True
   assert got == want
 
 
 def test_mention_mask_and_real_mask():
-  mask = oracle_training.mention_mask(
+  mask = oracle_accuracy.mention_mask(
       ['a red star', 'a big red star on a white backdrop'], [1, 2])
   np.testing.assert_array_equal(mask['shape'], [True, False])
   np.testing.assert_array_equal(mask['background'], [False, True])
   np.testing.assert_array_equal(mask['count'], [True, True])
-  real = oracle_training.real_mask(np.array([1, 2, 1]))
+  real = oracle_accuracy.real_mask(np.array([1, 2, 1]))
   np.testing.assert_array_equal(real['position'], [True, False, True])
   np.testing.assert_array_equal(real['background'], [True, True, True])
   with pytest.raises(ValueError, match='num_objects'):
-    oracle_training.mentioned('a red star', 3)
+    oracle_accuracy.mentioned('a red star', 3)
   with pytest.raises(ValueError, match='2 captions but 1'):
-    oracle_training.mention_mask(['a', 'b'], [1])
+    oracle_accuracy.mention_mask(['a', 'b'], [1])
 
 
 def test_accuracy_by_hand():
@@ -200,14 +203,14 @@ def test_accuracy_by_hand():
             'size': np.array([1, 1, 1, 1])}
   mask = {'shape': np.array([True, True, True, False]),
           'color': np.array([False, False, False, False])}
-  got = oracle_training.accuracy(predictions, labels, mask)
+  got = oracle_accuracy.accuracy(predictions, labels, mask)
   assert got['shape'] == (pytest.approx(2 / 3), 3)  # Rows 0, 1 right; row 2 wrong.
   assert np.isnan(got['color'][0]) and got['color'][1] == 0
-  assert oracle_training.accuracy(predictions, labels)['color'] == (0.75, 4)
+  assert oracle_accuracy.accuracy(predictions, labels)['color'] == (0.75, 4)
   with pytest.raises(ValueError, match='no labels'):
-    oracle_training.accuracy({'count': np.zeros(4)}, labels)
+    oracle_accuracy.accuracy({'count': np.zeros(4)}, labels)
   with pytest.raises(ValueError, match='equal 1-D shapes'):
-    oracle_training.accuracy({'size': np.zeros(3)}, labels)
+    oracle_accuracy.accuracy({'size': np.zeros(3)}, labels)
 
 
 def test_module_parameter_count_outputs_and_bfloat16():

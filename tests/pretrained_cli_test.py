@@ -19,12 +19,11 @@ import numpy as np
 import pytest
 
 from configs import cub
-from mirrorgan_jax import checkpointing
+from mirrorgan_jax import artifacts
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.models import factory
 from mirrorgan_jax.pretrained import __main__ as pretrained_cli
-from mirrorgan_jax.pretrained import artifacts
-from mirrorgan_jax.pretrained import gan
+from mirrorgan_jax.pretrained import converters
 from tests.inception_test import torchvision_inception_shapes
 from tests.resnet_test import torchvision_resnet_shapes
 
@@ -169,7 +168,7 @@ def _damsm_args(files, out, text=None, vocab=None, extra=DAMSM_FLAGS):
 def damsm_artifact(files, tmp_path_factory):
   out = tmp_path_factory.mktemp('damsm') / 'artifact'
   assert _run(*_damsm_args(files, out)) == 0
-  return checkpointing.load_artifact(out)
+  return artifacts.read(out, artifacts.DAMSM)
 
 
 def test_damsm_text_encoder(files, damsm_artifact):
@@ -211,10 +210,10 @@ def test_damsm_fits_models_vocab_and_meta(damsm_artifact):
   models = factory.create_models(config, V)
   key, tokens = jax.random.key(0), jnp.ones((1, 3), jnp.int32)
   lengths = jnp.ones(1, jnp.int32)
-  gan.check_against(variables['text_encoder'], jax.eval_shape(
-      models.text_encoder.init, key, tokens, lengths))
-  gan.check_against(variables['image_encoder'], jax.eval_shape(
-      models.image_encoder.init, key, jnp.zeros((1, 299, 299, 3))))
+  artifacts.check_tree(variables['text_encoder'], jax.eval_shape(
+      models.text_encoder.init, key, tokens, lengths), 'text encoder')
+  artifacts.check_tree(variables['image_encoder'], jax.eval_shape(
+      models.image_encoder.init, key, jnp.zeros((1, 299, 299, 3))), 'image encoder')
   assert vocab == vocab_lib.Vocabulary(WORDS)
   model = json.loads(json.dumps({'text_encoder': config.model.text_encoder.to_dict(),
                                  'image_encoder': config.model.image_encoder.to_dict()}))
@@ -226,7 +225,7 @@ def test_damsm_fits_models_vocab_and_meta(damsm_artifact):
 def test_stream_artifact(files, tmp_path):
   out = tmp_path / 'stream'
   assert _run(*_stream_args(files, out, vocab=files['vocab_json'])) == 0
-  variables, vocab, meta = checkpointing.load_artifact(out)
+  variables, vocab, meta = artifacts.read(out, artifacts.STREAM)
   enc, dec = files['encoder'], files['decoder']
   params = variables['captioner']['params']
   stats = variables['captioner']['batch_stats']
@@ -250,14 +249,14 @@ def test_stream_artifact(files, tmp_path):
   assert meta['model'] == json.loads(json.dumps(model))
   assert (meta['phase'], meta['source'], meta['vocab_size']) == ('stream', 'converted', V)
   models = factory.create_models(config, V)
-  gan.check_against(variables['captioner'], jax.eval_shape(
+  artifacts.check_tree(variables['captioner'], jax.eval_shape(
       models.captioner.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
-      jnp.ones((1, 2), jnp.int32), jnp.ones(1, jnp.int32)))
+      jnp.ones((1, 2), jnp.int32), jnp.ones(1, jnp.int32)), 'captioner')
 
 
 def test_inception(files, inception_sd, tmp_path):
   assert _run('inception', '--weights', files['inception_npz'], '--out', tmp_path) == 0
-  variables, meta = artifacts.load_inception(tmp_path)
+  variables, _, meta = artifacts.read(tmp_path, artifacts.INCEPTION)
   assert meta['num_classes'] == 1008 and meta['variant'] == 'pytorch_fid'
   np.testing.assert_array_equal(variables['params']['fc']['kernel'],
                                 inception_sd['fc.weight'].T)
@@ -286,8 +285,8 @@ def test_missing_files(files, tmp_path, capsys):
   bogus = ['--config.model.bogus=1']
   assert _run(*_damsm_args(files, tmp_path / 'out', extra=bogus)) == 1
   assert 'bad config override' in capsys.readouterr().err
-  with pytest.raises(FileNotFoundError, match='not a converted Inception-v3'):
-    artifacts.load_inception(tmp_path)
+  with pytest.raises(FileNotFoundError, match='not a complete Inception-v3 artifact'):
+    artifacts.read(tmp_path, artifacts.INCEPTION)
 
 
 def test_config_mismatches_name_the_override(files, tmp_path, capsys):
@@ -307,25 +306,26 @@ def test_shape_mismatch_is_reported(files, tmp_path, capsys):
   text = _npz(tmp_path / 'bad.npz', sd)
   assert _run(*_damsm_args(files, tmp_path / 'out', text=text)) == 1
   err = capsys.readouterr().err
-  assert 'text encoder: converted weights do not fit the model' in err
-  assert f'forward_lstm/w_ih: checkpoint ({E + 2}, {4 * H}) vs model ({E}, {4 * H})' in err
+  assert 'the converted text encoder does not fit the model' in err
+  assert (f"['params']['forward_lstm']['w_ih']: ({E + 2}, {4 * H}) instead of "
+          f'({E}, {4 * H})') in err
 
 
 def test_vocabulary_files(tmp_path):
   (tmp_path / 'words.txt').write_text('\n'.join(WORDS))
-  assert artifacts.load_vocabulary(tmp_path / 'words.txt') == vocab_lib.Vocabulary(WORDS)
+  assert converters.load_vocabulary(tmp_path / 'words.txt') == vocab_lib.Vocabulary(WORDS)
   (tmp_path / 'bad.txt').write_text('\n'.join(WORDS[1:]))
   with pytest.raises(ValueError, match="line 1 must be '<end>'"):
-    artifacts.load_vocabulary(tmp_path / 'bad.txt')
+    converters.load_vocabulary(tmp_path / 'bad.txt')
   (tmp_path / 'gap.txt').write_text('<end>\nbird\n\nwing\n')
   with pytest.raises(ValueError, match='line 3 is empty'):
-    artifacts.load_vocabulary(tmp_path / 'gap.txt')
+    converters.load_vocabulary(tmp_path / 'gap.txt')
 
 
 def test_state_dict_npz_and_data_parallel_prefix(tmp_path):
   sd = text_encoder_sd()
   path = _npz(tmp_path / 'dp.npz', {f'module.{k}': v for k, v in sd.items()})
-  got = artifacts.load_state_dict(path)
+  got = converters.load_state_dict(path)
   assert got.keys() == sd.keys()
   np.testing.assert_array_equal(got['encoder.weight'], sd['encoder.weight'])
 
@@ -334,7 +334,7 @@ def test_state_dict_npz_and_data_parallel_prefix(tmp_path):
 def test_pth_without_torch_says_how_to_install(tmp_path, capsys):
   (tmp_path / 'text_encoder200.pth').write_bytes(b'not read')
   with pytest.raises(ImportError, match='pip install torch'):
-    artifacts.load_state_dict(tmp_path / 'text_encoder200.pth')
+    converters.load_state_dict(tmp_path / 'text_encoder200.pth')
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason='torch not installed (optional, conversion only)')
@@ -342,13 +342,13 @@ def test_pth_round_trip(files, tmp_path):
   import torch  # pylint: disable=g-import-not-at-top
   sd = {f'module.{k}': torch.from_numpy(v) for k, v in files['text'].items()}
   torch.save(sd, tmp_path / 'text_encoder200.pth')
-  got = artifacts.load_state_dict(tmp_path / 'text_encoder200.pth')
+  got = converters.load_state_dict(tmp_path / 'text_encoder200.pth')
   assert got.keys() == files['text'].keys()
   np.testing.assert_array_equal(got['rnn.weight_hh_l0'],
                                 files['text']['rnn.weight_hh_l0'])
   out = tmp_path / 'out'
   assert _run(*_damsm_args(files, out, text=tmp_path / 'text_encoder200.pth')) == 0
-  variables, _, _ = checkpointing.load_artifact(out)
+  variables, _, _ = artifacts.read(out, artifacts.DAMSM)
   np.testing.assert_array_equal(
       variables['text_encoder']['params']['forward_lstm']['w_hh'],
       files['text']['rnn.weight_hh_l0'].T)

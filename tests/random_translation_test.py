@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mirrorgan_jax import random_translation
+from mirrorgan_jax.phases import random_translation
 
 
 def _ramp(size):

@@ -7,8 +7,8 @@ that `shapes_scene.captions` describes; expected accuracies are counted by hand.
 import numpy as np
 import pytest
 
-from mirrorgan_jax import oracle_training
 from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.data import shapes_scene
 from mirrorgan_jax.evaluation import eval_protocol
 from mirrorgan_jax.evaluation import redescription_attributes as ra
@@ -167,7 +167,7 @@ def test_eval_glue_decodes_and_follows_the_sample_plan():
   vocab = vocab_lib.Vocabulary(
       [vocab_lib.PAD] + sorted({w for c in REDESCRIPTIONS for w in c.split()}))
   encode = lambda text: [vocab.index[w] for w in text.split()] + [0, 0]
-  records = oracle_training.TestRecords(
+  records = shapes_labels.TestRecords(
       captions=[[c, c] for c in ('a big red circle on the left', 'a blue star',
                                  'a pink ring left of a red star', 'a brown heart')],
       labels=LABELS, num_objects=NUM_OBJECTS)

@@ -1,4 +1,4 @@
-"""Tests of models/resnet.py and the ResNet converters in pretrained/vision.py.
+"""Tests of models/resnet.py and the ResNet converters in pretrained/vision_from_torch.py.
 
 The PyTorch side is written here from torchvision's layout rules (names and
 [out, in, kh, kw] shapes of a bottleneck ResNet), and checked against the
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mirrorgan_jax.models import resnet
-from mirrorgan_jax.pretrained import vision
+from mirrorgan_jax.pretrained import vision_from_torch as vision
 
 RESNET152_PARAMS = 60_192_808  # torchvision resnet152, fc (2048*1000 + 1000) included.
 

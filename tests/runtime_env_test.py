@@ -4,13 +4,13 @@ import os
 import subprocess
 import sys
 
-from mirrorgan_jax import runtime_env
+from mirrorgan_jax.infra import runtime_env
 
 # Compiles the weight gradient of a small 3x3 convolution (the kind YNNPACK ran
 # slowly in the GAN step); prints whether XLA:CPU made a YNNPACK fusion of it and
 # whether JAX's persistent compilation cache is on.
 _PROBE = r'''
-from mirrorgan_jax import runtime_env
+from mirrorgan_jax.infra import runtime_env
 runtime_env.set_defaults()
 import jax, jax.numpy as jnp
 import jax._src.compilation_cache as cc

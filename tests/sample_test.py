@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from mirrorgan_jax import sample as sample_cli
+from mirrorgan_jax import sample_cli
 from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
 from mirrorgan_jax import vocab as vocab_lib
@@ -172,7 +172,7 @@ def test_cli_writes_figures_redescriptions_and_summary(workdir, trained, tmp_pat
   captions.write_text('\n  a big green squarre  \n\n')
   out = tmp_path / 'out'
   proc = subprocess.run(
-      [sys.executable, '-m', 'mirrorgan_jax.sample', '--workdir', str(workdir),
+      [sys.executable, '-m', 'mirrorgan_jax.sample_cli', '--workdir', str(workdir),
        '--text', CAPTION, '--captions_file', str(captions), '--num-samples', '2',
        '--seed', '3', '--out', str(out), '--drop-unknown-words'],
       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mirrorgan_jax.models import text_encoder
-from mirrorgan_jax.pretrained import gan
+from mirrorgan_jax.pretrained import gan_from_torch as gan
 
 
 def _golden(golden_dir):
@@ -97,7 +97,8 @@ def test_converter_errors(golden_dir):
   bigger_vocab = text_encoder.TextEncoder(53, 16, 8)
   template = jax.eval_shape(lambda: _init(
       bigger_vocab, jnp.asarray(data['captions']), jnp.asarray(data['cap_lens'])))
-  with pytest.raises(ValueError, match=r'embedding/embedding: checkpoint \(50, 16\)'):
+  with pytest.raises(ValueError, 
+                     match=r"\['embedding'\]\['embedding'\]: \(50, 16\) instead"):
     gan.text_encoder_from_torch(state_dict, template=template)
 
 

@@ -11,7 +11,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from mirrorgan_jax import training_loop
+from mirrorgan_jax.phases import runner
 
 
 def make_phase(num_steps, nan_at=None, delay=0.0, **kw):
@@ -33,12 +33,12 @@ def make_phase(num_steps, nan_at=None, delay=0.0, **kw):
         print(f'batch {i}', flush=True)
       yield jnp.full((2,), float(i))
 
-  return training_loop.Phase(
+  return runner.Phase(
       name='toy', num_steps=num_steps,
       init_state=lambda: {'w': jnp.zeros((2,)), 'step': jnp.array(0)},
       train_step=step, batches=batches, **kw)
 
 
 if __name__ == '__main__':
-  training_loop.run(make_phase(int(sys.argv[2]), delay=0.2, checkpoint_every=10_000),
+  runner.run(make_phase(int(sys.argv[2]), delay=0.2, checkpoint_every=10_000),
                     sys.argv[1])

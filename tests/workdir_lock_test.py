@@ -12,9 +12,9 @@ import pytest
 
 from configs import shapes
 from mirrorgan_jax import main
-from mirrorgan_jax import workdir_lock
+from mirrorgan_jax.infra import workdir_lock
 
-_HOLD = ('import sys, time; from etils import epath; from mirrorgan_jax import workdir_lock\n'
+_HOLD = ('import sys, time; from etils import epath; from mirrorgan_jax.infra import workdir_lock\n'
          'with workdir_lock.held(epath.Path(sys.argv[1]), sys.argv[2:]):\n'
          '  print("held", flush=True); time.sleep(600)\n')
 

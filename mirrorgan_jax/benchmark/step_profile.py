@@ -31,7 +31,7 @@ import sys
 import tempfile
 from typing import Sequence
 
-from mirrorgan_jax import runtime_env
+from mirrorgan_jax.infra import runtime_env
 
 runtime_env.set_defaults()
 
@@ -40,7 +40,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from mirrorgan_jax import parallel
+from mirrorgan_jax.infra import parallel
 from mirrorgan_jax.benchmark import train_speed
 from mirrorgan_jax.models import factory
 

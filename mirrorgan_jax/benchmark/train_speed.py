@@ -2,8 +2,8 @@
 
 Every measurement runs the code training and sampling run: the GAN step of
 `gan_step.make_train_step` (random frozen text encoder and captioner of the
-config's shapes), the DAMSM and STREAM steps of `damsm_training` /
-`stream_training` (fresh encoders, the phases' optimisers) and
+config's shapes), the DAMSM and STREAM steps of `phases/damsm.py` /
+`phases/stream.py` (fresh encoders, the phases' optimisers) and
 `sampling.generate` with the EMA generator. Batches are synthetic numpy dicts
 with every key and dtype `input_pipeline.create_datasets` yields (images
 uniform in [-1, 1], random token ids with random lengths), so neither a dataset
@@ -37,12 +37,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from mirrorgan_jax import damsm_training
-from mirrorgan_jax import fast_init
-from mirrorgan_jax import gan_step
-from mirrorgan_jax import parallel
+from mirrorgan_jax.phases import damsm as damsm_phase
+from mirrorgan_jax.infra import fast_init
+from mirrorgan_jax.phases import gan_step
+from mirrorgan_jax.infra import parallel
 from mirrorgan_jax import sampling
-from mirrorgan_jax import stream_training
+from mirrorgan_jax.phases import stream as stream_phase
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.benchmark import peak_flops
 from mirrorgan_jax.data import input_pipeline
@@ -149,13 +149,11 @@ def synthetic_vocabulary(vocab_size: int) -> vocab_lib.Vocabulary:
 def random_frozen(config: ml_collections.ConfigDict, models: factory.Models,
                   rng: jax.Array, vocab_size: int) -> gan_step.Frozen:
   """Randomly initialised text encoder and captioner of the config's shapes."""
-  batch = synthetic_batch(config, 2, vocab_size, seed=0)
-  ids, lengths = batch['caption_ids'], batch['caption_len']
-  final = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
+  del vocab_size  # The shapes come from `models`.
   text_key, captioner_key = jax.random.split(rng)
   return gan_step.Frozen(
-      text_encoder=models.text_encoder.init(text_key, ids, lengths),
-      captioner=models.captioner.init(captioner_key, batch[final], ids, lengths))
+      text_encoder=factory.init_variables(config, models.text_encoder, text_key),
+      captioner=factory.init_variables(config, models.captioner, captioner_key))
 
 
 def benchmark_config(config: ml_collections.ConfigDict,
@@ -273,17 +271,18 @@ def time_calls(call: Callable[[], Any], name: str, dtype: str, batch_size: int,
 
 
 class Stepper:
-  """Calls a train step on cycling batches, threading its (donated) state.
+  """Calls a compiled train step on cycling batches, threading its (donated) state.
 
   Calling it runs one step and returns (state, metrics) to block on; `lower()`
   lowers the step at the current state, `flops()` is that program's FLOPs
-  (x `copies` for a per-device program).
+  (all devices' share in pmap mode, which lowers one device's program).
   """
 
-  def __init__(self, train_step, state, batches: list[dict[str, np.ndarray]],
-               copies: int = 1):
-    self.train_step, self.state, self.batches, self.copies = (
-        train_step, state, batches, copies)
+  def __init__(self, train_step: parallel.CompiledStep, state,
+               batches: list[dict[str, np.ndarray]]):
+    self.train_step, self.batches = train_step, batches
+    self.state = train_step.place_state(state)
+    self.copies = jax.local_device_count() if train_step.mode == 'pmap' else 1
     self._cycle = itertools.cycle(batches)
 
   def __call__(self) -> tuple[Any, Any]:
@@ -299,11 +298,9 @@ class Stepper:
 
 def gan_stepper(config: ml_collections.ConfigDict, models: factory.Models, frozen, state,
                 vocab_size: int, mesh: jax.sharding.Mesh) -> Stepper:
-  """The GAN step of `gan_step.make_train_step` on synthetic batches, state placed."""
-  train_step = gan_step.make_train_step(config, models, frozen, mesh)
-  copies = jax.local_device_count() if config.parallel.mode == 'pmap' else 1
-  return Stepper(train_step, train_step.place_state(state),
-                 _batches(config, config.train.batch_size, vocab_size), copies)
+  """The GAN step of `gan_step.make_train_step` on synthetic batches."""
+  return Stepper(gan_step.make_train_step(config, models, frozen, mesh), state,
+                 _batches(config, config.train.batch_size, vocab_size))
 
 
 def gan_variables(config: ml_collections.ConfigDict, models: factory.Models,
@@ -329,28 +326,25 @@ def _measure_gan(config, models, frozen, state, vocab_size, mesh, steps,
 
 
 def _measure_damsm(config, models, vocab_size, mesh, rng, steps, warmup) -> Measurement:
-  tx = damsm_training.create_optimizer(config, _DAMSM_STEPS_PER_EPOCH)
-  train_step = damsm_training.make_train_step(config, models, tx, _DAMSM_STEPS_PER_EPOCH,
-                                              mesh)
+  tx = damsm_phase.create_optimizer(config, _DAMSM_STEPS_PER_EPOCH)
+  train_step = damsm_phase.make_train_step(config, models, tx, _DAMSM_STEPS_PER_EPOCH, mesh)
   vocab = synthetic_vocabulary(vocab_size)
   # init_variables compiles its own fast init program (as in training).
-  state = damsm_training.create_state(
-      damsm_training.init_variables(config, models, vocab, rng), tx, rng)
-  stepper = Stepper(train_step, train_step.place_state(state),
-                    _batches(config, config.damsm.batch_size, vocab_size))
+  state = damsm_phase.create_state(
+      damsm_phase.init_variables(config, models, vocab, rng), tx, rng)
+  stepper = Stepper(train_step, state, _batches(config, config.damsm.batch_size, vocab_size))
   return time_calls(stepper, 'damsm_step', config.model.compute_dtype,
                     config.damsm.batch_size, steps, warmup, stepper.flops)
 
 
 def _measure_stream(config, models, vocab_size, mesh, rng, steps,
                     warmup) -> Measurement:
-  tx = stream_training.create_optimizer(config, steps + warmup)
-  train_step = stream_training.make_train_step(config, models.captioner, tx, mesh)
+  tx = stream_phase.create_optimizer(config, steps + warmup)
+  train_step = stream_phase.make_train_step(config, models.captioner, tx, mesh)
   vocab = synthetic_vocabulary(vocab_size)
-  state = stream_training.create_state(
-      stream_training.init_variables(config, models.captioner, vocab, rng), tx)
-  stepper = Stepper(train_step, train_step.place_state(state),
-                    _batches(config, config.stream.batch_size, vocab_size))
+  state = stream_phase.create_state(
+      stream_phase.init_variables(config, models.captioner, vocab, rng), tx)
+  stepper = Stepper(train_step, state, _batches(config, config.stream.batch_size, vocab_size))
   return time_calls(stepper, 'stream_step', config.model.compute_dtype,
                     config.stream.batch_size, steps, warmup, stepper.flops)
 

@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 from mirrorgan_jax import tokenizer
 
 CAPTIONS_PER_IMAGE = 10
+VOCAB_SIZE = 5450  # Words in AttnGAN's CUB vocabulary (its released DAMSM encoders).
 _JPEG_QUALITY = 95  # Re-encoding the crop: high quality, no chroma subsampling.
 _TEXT_DIRS = ('text', 'text_c10')  # AttnGAN's metadata name, Reed's archive name.
 _TEST_CLASSES_FILE = 'testclasses.txt'

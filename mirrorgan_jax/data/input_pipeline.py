@@ -51,6 +51,12 @@ def stage_sizes(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   return tuple(g.base_size * 2**i for i in range(g.num_stages))
 
 
+def final_image_key(config: ml_collections.ConfigDict) -> str:
+  """Batch key of the final stage's real image ('image_64'): what DAMSM, STREAM,
+  the captioner loss and the evaluations read."""
+  return preprocessing.image_key(stage_sizes(config)[-1])
+
+
 def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   d = config.data
   name = f'{d.name}/{d.builder_config}' if d.builder_config else d.name

@@ -14,8 +14,9 @@ from absl import logging
 import jax
 import numpy as np
 
-from mirrorgan_jax import oracle_training
 from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import shapes_labels
+from mirrorgan_jax.evaluation import oracle_accuracy
 from mirrorgan_jax.evaluation import r_precision
 from mirrorgan_jax.evaluation import redescription_attributes
 
@@ -90,7 +91,7 @@ def r_precision_scores(image_codes: np.ndarray, plan: SamplePlan,
   return {**out, 'num_mismatched': num}
 
 
-def _planned(records: oracle_training.TestRecords, plan: SamplePlan
+def _planned(records: shapes_labels.TestRecords, plan: SamplePlan
              ) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
   """Per sample [S]: its input caption, its eval image's labels and object count."""
   captions = [records.captions[j][c]
@@ -100,17 +101,17 @@ def _planned(records: oracle_training.TestRecords, plan: SamplePlan
 
 
 def oracle_scores(predictions: dict[str, np.ndarray],
-                  records: oracle_training.TestRecords,
+                  records: shapes_labels.TestRecords,
                   plan: SamplePlan) -> dict[str, tuple[float, int]]:
   """{attribute: (accuracy, n)} of per-sample predictions [S], scored iff mentioned."""
   captions, labels, num_objects = _planned(records, plan)
-  mask = oracle_training.mention_mask(captions, num_objects)
-  return oracle_training.accuracy(predictions, labels, mask)
+  mask = oracle_accuracy.mention_mask(captions, num_objects)
+  return oracle_accuracy.accuracy(predictions, labels, mask)
 
 
 def redescription_attribute_scores(
     vocab: vocab_lib.Vocabulary, real: Sequence[Sequence[int]],
-    generated: Sequence[Sequence[int]], records: oracle_training.TestRecords,
+    generated: Sequence[Sequence[int]], records: shapes_labels.TestRecords,
     plan: SamplePlan) -> dict[str, tuple[dict[str, tuple[float, int]], dict[str, float]]]:
   """Attribute accuracy of the redescriptions of the real eval images and samples.
 

@@ -31,7 +31,7 @@ Metrics (`results.json` keys):
   captions of the sample's eval image; `real`: of the real eval images;
   `decoder`: greedy or beam width.
 - `oracle` (captioned_shapes only): per-attribute accuracy on the samples, an
-  attribute scored iff the sample's caption mentions it (`oracle_training`);
+  attribute scored iff the sample's caption mentions it (`phases/oracle.py`);
   the same on the real images with the same captions; the oracle's real-test
   accuracy from its artifact; and `oracle_fid`, an FID in the oracle's feature
   space (samples vs real eval images; needs no Inception weights).
@@ -61,15 +61,15 @@ from jax.sharding import Mesh
 import ml_collections
 import numpy as np
 
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import console
-from mirrorgan_jax import image_grid
-from mirrorgan_jax import oracle_training
-from mirrorgan_jax import parallel
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import checkpointing
+from mirrorgan_jax.infra import console
+from mirrorgan_jax.infra import image_grid
+from mirrorgan_jax.infra import parallel
 from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
 from mirrorgan_jax.data import input_pipeline
-from mirrorgan_jax.data import preprocessing
+from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.evaluation import bleu
 from mirrorgan_jax.evaluation import eval_protocol as protocol
 from mirrorgan_jax.evaluation import fid_reference
@@ -159,7 +159,7 @@ def network_variables(model: trained_model.TrainedModel, mesh: Mesh) -> dict[str
   """The variables the compiled steps take, replicated on `mesh`."""
   return parallel.replicate({'generator': model.g_variables,
                             'text_encoder': model.frozen.text_encoder,
-                            'image_encoder': model.image_encoder,
+                            'image_encoder': model.frozen.image_encoder,
                             'captioner': model.frozen.captioner}, mesh)
 
 
@@ -369,14 +369,14 @@ def _write(workdir: epath.Path, results: dict, grid: np.ndarray, text: str) -> N
 # ------------------------------------------------------------------ entry point
 def _load_oracle(config, workdir: epath.Path):
   """(classifier, (artifact path, its real-test accuracy)); Nones off captioned_shapes."""
-  if config.data.name != 'captioned_shapes':
+  if config.data.name != shapes_labels.DATASET:
     return None, None
-  path = oracle_training.artifact_dir(workdir)
+  path = artifacts.directory(workdir, artifacts.ORACLE)
   if not path.exists():
     raise FileNotFoundError(
         f'no oracle artifact at {path}: captioned_shapes evaluation needs it; train it '
         'with `python -m mirrorgan_jax.main --mode oracle` (same workdir)')
-  classifier = oracle_training.load_oracle(path, config)
+  classifier = artifacts.load_oracle(path, config)
   accuracy = (json.loads((path / 'meta.json').read_text()).get('eval') or {}).get(
       'accuracy') or {}
   return classifier, (path, {a: _finite_or_none(v) for a, v in accuracy.items()})
@@ -426,13 +426,13 @@ def evaluate(config: ml_collections.ConfigDict | None,
   mesh = parallel.local_mesh(config.eval.batch_size)
   console.say(f'Eval: batches of {config.eval.batch_size} over {mesh.size} local devices.')
   variables = network_variables(model, mesh)
-  key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
+  key = input_pipeline.final_image_key(config)
   real = _real_pass(eval_batches, key, variables, _nets(model.models, config), mesh,
                     oracle)
   num_real, captions_per_image = real.caption_len.shape
   records = None
   if oracle is not None:
-    records = oracle_training.test_records(config)
+    records = shapes_labels.test_records(config)
     if len(records.captions) != num_real:
       raise ValueError(f'the oracle test records list {len(records.captions)} images, '
                        f'the eval pipeline {num_real}')

@@ -15,7 +15,6 @@ import ml_collections
 import numpy as np
 
 from mirrorgan_jax.data import input_pipeline
-from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.evaluation import fid
 from mirrorgan_jax.evaluation import inception_metrics
 
@@ -81,7 +80,7 @@ def reference_statistics(config: ml_collections.ConfigDict, workdir: epath.PathL
   Raises:
     ValueError: the cache was made with another extractor or other images.
   """
-  key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
+  key = input_pipeline.final_image_key(config)
   return fid.compute_or_load_reference_stats(
       reference_path(config, workdir), _real_images(eval_batches, key),
       extractor.features, reference_fingerprint(config, extractor.fingerprint))

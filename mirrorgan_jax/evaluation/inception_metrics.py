@@ -3,7 +3,7 @@
 `InceptionExtractor` takes [-1, 1] RGB images of any size, resizes them
 bilinearly to 299x299 and runs `models.inception.InceptionV3` in eval mode,
 jitted with the weights passed as an argument. Inputs are cut into batches of
-`batch_size`; the last one is zero-padded, so every call runs one compiled
+`batch_size`; the last one is padded, so every call runs one compiled
 program per input image shape, and padding cannot change results (BatchNorm
 uses running statistics, images never interact). It returns the pool3 features
 (2048-d, global average after Mixed_7c, for FID), the logits and the softmax
@@ -49,10 +49,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mirrorgan_jax import padded_batches
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import padded_batches
 from mirrorgan_jax.models import inception
-from mirrorgan_jax.pretrained import artifacts
-from mirrorgan_jax.pretrained import gan
 
 INCEPTION_SIZE = 299  # Input size of all published Inception-v3 weights.
 FEATURE_DIM = 2048  # pool3 width.
@@ -166,7 +165,7 @@ class InceptionExtractor:
     """
     directory = epath.Path(directory)
     try:
-      variables, meta = artifacts.load_inception(directory)
+      variables, _, meta = artifacts.read(directory, artifacts.INCEPTION)
     except FileNotFoundError:
       raise
     except Exception as e:  # pylint: disable=broad-except  # corrupt Orbax files
@@ -178,7 +177,8 @@ class InceptionExtractor:
                        'mirrorgan_jax.pretrained inception`.')
     num_classes = int(meta['num_classes'])
     fid_variant = meta.get('variant') == 'pytorch_fid'
-    gan.check_against(variables, _variable_shapes(num_classes))
+    artifacts.check_tree(variables, _variable_shapes(num_classes),
+                         f'the Inception-v3 artifact {directory}')
     fingerprint = (f'Inception-v3 {meta.get("variant")} ({num_classes} classes) from '
                    f'{meta.get("converted_from", directory)}')
     logging.info('Inception extractor: %s (fid_variant=%s).', fingerprint, fid_variant)

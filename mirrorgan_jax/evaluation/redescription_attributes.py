@@ -22,14 +22,14 @@ In a two-object caption the first object mentioned may be either object of the
 scene ('B right of A' describes 'A left of B'), so object attributes are only
 scored on one-object scenes (below).
 
-Scoring protocol (`score`), mirroring the oracle's (`oracle_training`):
-  - Ground truth: the TFDS labels of `oracle_training.test_records` (class
+Scoring protocol (`score`), mirroring the oracle's (`phases/oracle.py`):
+  - Ground truth: the TFDS labels of `shapes_labels.test_records` (class
     indices in the `shapes_scene` orders; object attributes of `objects[0]`).
   - Colour, shape, size and position are scored on one-object scenes only;
-    the background on every image (`oracle_training.real_mask`).
+    the background on every image (`oracle_accuracy.real_mask`).
   - Images generated from captions (`source_captions`): an attribute is scored
     only where the caption the image was made from states it
-    (`oracle_training.mention_mask`), as the oracle scores generated images;
+    (`oracle_accuracy.mention_mask`), as the oracle scores generated images;
     an attribute the input caption leaves open has no ground truth.
   - An attribute the redescription does not state counts as WRONG: a
     captioner that says nothing scores 0, not "no error".
@@ -39,10 +39,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mirrorgan_jax import oracle_training
+from mirrorgan_jax.evaluation import oracle_accuracy
 from mirrorgan_jax.data import shapes_scene
 
-OBJECT_ATTRIBUTES = oracle_training.OBJECT_ATTRIBUTES  # shape, color, size, position
+OBJECT_ATTRIBUTES = oracle_accuracy.OBJECT_ATTRIBUTES  # shape, color, size, position
 ATTRIBUTES = OBJECT_ATTRIBUTES + ('background',)
 Parsed = Mapping[str, str | None]  # {attribute: class name, or None if unstated}
 
@@ -137,24 +137,24 @@ def score(parsed: Sequence[Parsed], labels: Mapping[str, np.ndarray],
   Args:
     parsed: `parse` of the redescription of each image [N].
     labels: {attribute: int [N]} true class indices, for every one of
-      ATTRIBUTES (e.g. `oracle_training.test_records(...).labels`, indexed by
+      ATTRIBUTES (e.g. `shapes_labels.test_records(...).labels`, indexed by
       the images' test indices).
     num_objects: int [N], objects in each image's scene (1 or 2).
     source_captions: for generated images, the caption each was made from; an
       attribute is then scored only where that caption states it. None: real
-      images, scored as `oracle_training.real_mask`.
+      images, scored as `oracle_accuracy.real_mask`.
   Returns:
     {attribute: (accuracy, number scored)} for ATTRIBUTES; an unstated
     attribute counts as wrong; accuracy is NaN when nothing is scored.
   """
   num_objects = np.asarray(num_objects)
-  mask = (oracle_training.real_mask(num_objects) if source_captions is None
-          else oracle_training.mention_mask(source_captions, num_objects))
+  mask = (oracle_accuracy.real_mask(num_objects) if source_captions is None
+          else oracle_accuracy.mention_mask(source_captions, num_objects))
   predictions = {
       a: np.array([_UNSTATED if p[a] is None else _CLASS_NAMES[a].index(p[a])
                    for p in parsed], np.int64)
       for a in ATTRIBUTES}
-  return oracle_training.accuracy(predictions, labels, mask)
+  return oracle_accuracy.accuracy(predictions, labels, mask)
 
 
 def stated_fraction(parsed: Sequence[Parsed], num_objects: np.ndarray,
@@ -167,8 +167,8 @@ def stated_fraction(parsed: Sequence[Parsed], num_objects: np.ndarray,
   captions do too. Arguments as `score`.
   """
   num_objects = np.asarray(num_objects)
-  mask = (oracle_training.real_mask(num_objects) if source_captions is None
-          else oracle_training.mention_mask(source_captions, num_objects))
+  mask = (oracle_accuracy.real_mask(num_objects) if source_captions is None
+          else oracle_accuracy.mention_mask(source_captions, num_objects))
   out = {}
   for a in ATTRIBUTES:
     said = np.array([p[a] is not None for p in parsed], bool)[mask[a]]

@@ -22,10 +22,10 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from mirrorgan_jax.data import cub
 from mirrorgan_jax.models import factory
 from mirrorgan_jax.models import image_encoder
 
-CUB_VOCAB_SIZE = 5450  # Words in AttnGAN's CUB vocabulary (its released encoders).
 _CAPTION_STEPS = 4  # Any caption length gives the same parameter shapes.
 
 
@@ -151,7 +151,7 @@ def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   config_flags.DEFINE_config_file(
       'config', None, 'Experiment config, e.g. configs/cub.py, configs/shapes.py:smoke.',
       flag_values=fv, lock_config=True, sys_argv=list(argv))
-  flags.DEFINE_integer('vocab_size', CUB_VOCAB_SIZE,
+  flags.DEFINE_integer('vocab_size', cub.VOCAB_SIZE,
                        'Vocabulary size (CUB: 5450, AttnGAN encoders).', flag_values=fv)
   flags.DEFINE_boolean('compact', False, 'Print only the per-module totals.',
                        flag_values=fv)

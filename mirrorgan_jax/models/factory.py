@@ -3,6 +3,7 @@
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -10,6 +11,7 @@ from mirrorgan_jax.models import captioner as captioner_lib
 from mirrorgan_jax.models import discriminators
 from mirrorgan_jax.models import generator
 from mirrorgan_jax.models import image_encoder as image_encoder_lib
+from mirrorgan_jax.models import oracle as oracle_lib
 from mirrorgan_jax.models import text_encoder as text_encoder_lib
 
 
@@ -83,3 +85,56 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
           feature_dim=m.captioner.feature_dim, embed_dim=m.captioner.embed_dim,
           hidden_size=m.captioner.hidden_size, dtype=dtype, bn_axis_name=bn_axis_name),
   )
+
+
+def create_oracle(config: ml_collections.ConfigDict, hidden: int | None = None
+                  ) -> oracle_lib.Oracle:
+  """The attribute classifier of `config.oracle` (float32: it is small).
+
+  Args:
+    config: experiment config (`oracle` section).
+    hidden: width of its hidden layer, as an artifact records it (default the
+      module's).
+  """
+  kwargs = {} if hidden is None else {'hidden': int(hidden)}
+  return oracle_lib.Oracle(features=tuple(config.oracle.features), **kwargs)
+
+
+def oracle_inputs(config: ml_collections.ConfigDict) -> jax.Array:
+  """Zero images of the oracle's input size, for `init` / `eval_shape`."""
+  size = config.oracle.image_size
+  return jnp.zeros((2, size, size, 3))
+
+
+def init_variables(config: ml_collections.ConfigDict, module: nn.Module,
+                   rng: jax.Array) -> dict:
+  """Fresh variables of one network of `create_models`, from zero inputs.
+
+  The one place dummy inputs of the config's shapes are built; use it under
+  `jax.eval_shape` for shapes only (restore templates), or through
+  `fast_init.run`.
+
+  Args:
+    config: the experiment config (input sizes, caption length, feature size).
+    module: a text encoder, image encoder, captioner, generator or discriminator.
+    rng: key for the parameters (and the generator's CA noise).
+  """
+  batch, words = 2, config.data.words_num
+  feat = 2 * config.model.text_encoder.hidden_size
+  ids, lengths = jnp.zeros((batch, words), jnp.int32), jnp.full((batch,), words, jnp.int32)
+  images = lambda size: jnp.zeros((batch, size, size, 3))
+  if isinstance(module, text_encoder_lib.TextEncoder):
+    return module.init(rng, ids, lengths)
+  if isinstance(module, image_encoder_lib.ImageEncoder):
+    return module.init(rng, images(module.input_size))
+  if isinstance(module, captioner_lib.Captioner):
+    return module.init(rng, images(module.input_size), ids, lengths, train=False)
+  if isinstance(module, generator.Generator):
+    params_key, noise_key = jax.random.split(rng)
+    return module.init(
+        {'params': params_key, 'noise': noise_key}, jnp.zeros((batch, module.z_dim)),
+        jnp.zeros((batch, feat)), jnp.zeros((batch, words, feat)), lengths=lengths,
+        train=False)
+  if isinstance(module, discriminators.Discriminator):
+    return module.init(rng, images(module.image_size), jnp.zeros((batch, feat)))
+  raise TypeError(f'no dummy inputs for {type(module).__name__}')

@@ -2,7 +2,7 @@
 
 Submodule names equal torchvision's attribute names (`Conv2d_1a_3x3/conv`,
 `Mixed_5b/branch1x1/bn`, `fc`, ...), so converted `state_dict`s map one to one
-(`pretrained/vision.py`). Used by the DAMSM image encoder (Mixed_6e regions and
+(`pretrained/vision_from_torch.py`). Used by the DAMSM image encoder (Mixed_6e regions and
 the pooled 2048-d feature) and by the FID / Inception Score evaluators.
 
 Input is an RGB image in [-1, 1]. The Google ImageNet weights

@@ -1,6 +1,6 @@
 """The oracle: a small classifier of captioned_shapes attributes.
 
-Trained on real captioned_shapes images (`oracle_training.py`), it reads back
+Trained on real captioned_shapes images (`phases/oracle.py`), it reads back
 what a generated image shows: shape, colour, size and position of the main
 object (`objects[0]` of the TFDS example), the number of objects and the
 background colour. Class orders are those of `data/shapes_scene.py` (also the
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mirrorgan_jax import padded_batches
+from mirrorgan_jax.infra import padded_batches
 from mirrorgan_jax.data import shapes_scene
 
 # Attribute -> number of classes; `count` class k means k + 1 objects.
@@ -105,7 +105,7 @@ class OracleClassifier:
     model: the Oracle module.
     variables: {'params', 'batch_stats'}; may be replaced (no recompilation).
     image_size: side the inputs are resized to (bilinear, antialiased).
-    batch_size: images per compiled call; the last batch is zero-padded, so a
+    batch_size: images per compiled call; the last batch is padded, so a
       short batch does not recompile and cannot change results.
   """
 

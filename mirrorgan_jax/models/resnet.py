@@ -7,7 +7,7 @@ The classifier `fc` is left out: STREAM uses the pooled feature.
 
 Flax names map to torchvision's as `conv1`, `bn1`, `layer{i}_{j}/conv1` ->
 `layer{i}.{j}.conv1`, `layer{i}_{j}/downsample_conv` -> `layer{i}.{j}.downsample.0`
-and `downsample_bn` -> `downsample.1` (`pretrained/vision.py`).
+and `downsample_bn` -> `downsample.1` (`pretrained/vision_from_torch.py`).
 """
 
 import functools

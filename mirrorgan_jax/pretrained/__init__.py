@@ -1,21 +1,21 @@
 """PyTorch -> Flax weight converters (no torch needed: state dicts as numpy arrays).
 
-GAN side (`gan.py`): AttnGAN/MirrorGAN text encoder, CA, word attention, G stages,
-G and Ds. Vision side (`vision.py`): Inception-v3, the DAMSM image encoder,
+GAN side (`gan_from_torch.py`): AttnGAN/MirrorGAN text encoder, CA, word attention, G stages,
+G and Ds. Vision side (`vision_from_torch.py`): Inception-v3, the DAMSM image encoder,
 ResNet-152 and the STREAM captioner. `python -m mirrorgan_jax.pretrained` turns
-checkpoint files into artifacts (see `artifacts.py`).
+checkpoint files into artifacts (see `converters.py`).
 """
 
-from mirrorgan_jax.pretrained.gan import ca_from_torch
-from mirrorgan_jax.pretrained.gan import discriminator_from_torch
-from mirrorgan_jax.pretrained.gan import generator_from_torch
-from mirrorgan_jax.pretrained.gan import init_stage_from_torch
-from mirrorgan_jax.pretrained.gan import text_encoder_from_torch
-from mirrorgan_jax.pretrained.gan import word_attention_from_torch
-from mirrorgan_jax.pretrained.vision import captioner_from_torch
-from mirrorgan_jax.pretrained.vision import image_encoder_from_torch
-from mirrorgan_jax.pretrained.vision import inception_v3_from_torch
-from mirrorgan_jax.pretrained.vision import resnet152_from_torch
+from mirrorgan_jax.pretrained.gan_from_torch import ca_from_torch
+from mirrorgan_jax.pretrained.gan_from_torch import discriminator_from_torch
+from mirrorgan_jax.pretrained.gan_from_torch import generator_from_torch
+from mirrorgan_jax.pretrained.gan_from_torch import init_stage_from_torch
+from mirrorgan_jax.pretrained.gan_from_torch import text_encoder_from_torch
+from mirrorgan_jax.pretrained.gan_from_torch import word_attention_from_torch
+from mirrorgan_jax.pretrained.vision_from_torch import captioner_from_torch
+from mirrorgan_jax.pretrained.vision_from_torch import image_encoder_from_torch
+from mirrorgan_jax.pretrained.vision_from_torch import inception_v3_from_torch
+from mirrorgan_jax.pretrained.vision_from_torch import resnet152_from_torch
 
 __all__ = [
     'ca_from_torch', 'captioner_from_torch', 'discriminator_from_torch',

@@ -21,8 +21,8 @@ from typing import Sequence
 
 from absl import logging
 
-from mirrorgan_jax import config_loading
-from mirrorgan_jax.pretrained import artifacts
+from mirrorgan_jax.infra import config_loading
+from mirrorgan_jax.pretrained import converters
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,14 +62,14 @@ def main(argv: Sequence[str]) -> int:
     parser.error(f'unrecognized arguments: {" ".join(extra)}')
   try:
     if args.command == 'inception':
-      meta = artifacts.convert_inception(args.weights, args.out)
+      meta = converters.convert_inception(args.weights, args.out)
     else:
       config = config_loading.load_config(args.config, extra, 'pretrained')
       if args.command == 'damsm':
-        meta = artifacts.convert_damsm(args.text_encoder, args.image_encoder,
+        meta = converters.convert_damsm(args.text_encoder, args.image_encoder,
                                        args.vocab, config, args.out)
       else:
-        meta = artifacts.convert_stream(args.encoder, args.decoder, args.vocab,
+        meta = converters.convert_stream(args.encoder, args.decoder, args.vocab,
                                         config, args.out)
   except (FileNotFoundError, ImportError, ValueError, KeyError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -19,7 +19,6 @@ is written: sizes read from the checkpoint that differ from the config are
 reported with the override that fixes them.
 """
 
-import json
 import os
 import pickle
 from typing import Any, Mapping
@@ -27,22 +26,19 @@ from typing import Any, Mapping
 from absl import logging
 from etils import epath
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from mirrorgan_jax import checkpointing
+from mirrorgan_jax import artifacts
 from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import cub
 from mirrorgan_jax.models import factory
-from mirrorgan_jax.pretrained import gan
+from mirrorgan_jax.pretrained import gan_from_torch
 from mirrorgan_jax.pretrained import torch_layout
-from mirrorgan_jax.pretrained import vision
+from mirrorgan_jax.pretrained import vision_from_torch
 
 StateDict = dict[str, np.ndarray]
 PathLike = os.PathLike | str
-CUB_VOCAB_SIZE = 5450  # Words in AttnGAN's CUB vocabulary (its released encoders).
-_MAX_PROBLEMS = 20  # Shape mismatches listed in an error before "... and N more".
 
 
 def _existing(path: PathLike, what: str) -> epath.Path:
@@ -124,7 +120,7 @@ def _check_vocab_size(vocab: vocab_lib.Vocabulary, rows: int, entry: str) -> Non
     raise ValueError(
         f'the vocabulary has {len(vocab):,} words but the checkpoint\'s {entry} has '
         f'{rows:,} rows: give the vocabulary the checkpoint was trained with, in '
-        f'its id order (AttnGAN\'s CUB encoders have {CUB_VOCAB_SIZE:,} words).')
+        f'its id order (AttnGAN\'s CUB encoders have {cub.VOCAB_SIZE:,} words).')
 
 
 def _check_sizes(sizes: Mapping[str, tuple[int, Any]]) -> None:
@@ -141,24 +137,9 @@ def _check_sizes(sizes: Mapping[str, tuple[int, Any]]) -> None:
     raise ValueError('the checkpoint does not fit the config:\n  ' + '\n  '.join(lines))
 
 
-def _check_against(variables: Any, template: Any, what: str) -> None:
-  """`gan.check_against` with the network named and a long list cut short."""
-  try:
-    gan.check_against(variables, template)
-  except ValueError as e:
-    head, *problems = str(e).split('\n')
-    more = len(problems) - _MAX_PROBLEMS
-    cut = problems[:_MAX_PROBLEMS] + ([f'  ... and {more} more'] if more > 0 else [])
-    raise ValueError('\n'.join([f'{what}: {head}', *cut])) from None
-
-
-def _template(module, *inputs) -> Any:
+def _template(config, module) -> Any:
   """The module's variables as ShapeDtypeStructs (nothing allocated)."""
-  return jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))
-
-
-def _caption_inputs():
-  return jnp.ones((1, 2), jnp.int32), jnp.full((1,), 2, jnp.int32)
+  return jax.eval_shape(lambda: factory.init_variables(config, module, jax.random.key(0)))
 
 
 def _count(tree: Any) -> int:
@@ -200,25 +181,23 @@ def convert_damsm(text_encoder: PathLike, image_encoder: PathLike, vocab: PathLi
           torch_layout.take(text_sd, 'rnn.weight_hh_l0').shape[1],
           m.text_encoder.hidden_size)})
   models = factory.create_models(config, len(words))
-  text_vars = gan.text_encoder_from_torch(text_sd)
-  _check_against(text_vars, _template(models.text_encoder, *_caption_inputs()),
-                 'text encoder')
+  text_vars = gan_from_torch.text_encoder_from_torch(text_sd)
+  artifacts.check_tree(text_vars, _template(config, models.text_encoder),
+                       'the converted text encoder')
 
   image_sd = load_state_dict(image_encoder, 'image encoder checkpoint')
   _check_sizes({'model.text_encoder.hidden_size': (
       torch_layout.take(image_sd, 'emb_cnn_code.weight').shape[0] // 2,
       m.text_encoder.hidden_size)})
-  image_vars = vision.image_encoder_from_torch(image_sd)
-  size = m.image_encoder.input_size
-  image_template = _template(models.image_encoder, jnp.zeros((1, size, size, 3)))
-  _check_against(image_vars, image_template, 'image encoder')
+  image_vars = vision_from_torch.image_encoder_from_torch(image_sd)
+  artifacts.check_tree(image_vars, _template(config, models.image_encoder),
+                       'the converted image encoder')
   meta = {'phase': 'damsm', 'source': 'converted', 'vocab_size': len(words),
-          'model': {'text_encoder': m.text_encoder.to_dict(),
-                    'image_encoder': m.image_encoder.to_dict()},
+          **artifacts.meta_sections(config, artifacts.DAMSM),
           'converted_from': {'text_encoder': str(text_encoder),
                              'image_encoder': str(image_encoder)}}
-  variables = {'text_encoder': text_vars, 'image_encoder': image_vars}
-  checkpointing.save_artifact(out, variables, words, meta)
+  variables = {artifacts.TEXT: text_vars, artifacts.IMAGE: image_vars}
+  artifacts.save(out, variables, words, meta)
   logging.info('DAMSM artifact written to %s (text encoder %d, image encoder %d '
                'parameters, %d words).', out, _count(text_vars['params']),
                _count(image_vars['params']), len(words))
@@ -251,15 +230,14 @@ def convert_stream(encoder: PathLike, decoder: PathLike, vocab: PathLike,
       'model.captioner.embed_dim': (embed_dim, c.embed_dim),
       'model.captioner.hidden_size': (
           torch_layout.take(decoder_sd, 'lstm.weight_hh_l0').shape[1], c.hidden_size)})
-  captioner_vars = vision.captioner_from_torch(encoder_sd, decoder_sd)
+  captioner_vars = vision_from_torch.captioner_from_torch(encoder_sd, decoder_sd)
   models = factory.create_models(config, len(words))
-  _check_against(captioner_vars, _template(
-      models.captioner, jnp.zeros((1, c.input_size, c.input_size, 3)),
-      *_caption_inputs()), 'captioner')
+  artifacts.check_tree(captioner_vars, _template(config, models.captioner),
+                       'the converted captioner')
   meta = {'phase': 'stream', 'source': 'converted', 'vocab_size': len(words),
-          'model': {'captioner': c.to_dict()},
+          **artifacts.meta_sections(config, artifacts.STREAM),
           'converted_from': {'encoder': str(encoder), 'decoder': str(decoder)}}
-  checkpointing.save_artifact(out, {'captioner': captioner_vars}, words, meta)
+  artifacts.save(out, {artifacts.CAPTIONER: captioner_vars}, words, meta)
   logging.info('STREAM artifact written to %s (%d parameters, %d words).', out,
                _count(captioner_vars['params']), len(words))
   return meta
@@ -274,35 +252,16 @@ def convert_inception(weights: PathLike, out: PathLike) -> dict:
   Writes `out/variables` (Orbax, `InceptionV3(num_classes)` variables) and
   `out/meta.json` {'phase': 'inception', 'source': 'converted', 'num_classes',
   'variant': 'pytorch_fid' (1008 classes, the FID reference) or 'torchvision'}.
-  Read it back with `load_inception`.
+  Read it back with `artifacts.read(out, artifacts.INCEPTION)`.
   """
-  variables = vision.inception_v3_from_torch(
+  variables = vision_from_torch.inception_v3_from_torch(
       load_state_dict(weights, 'Inception-v3 weights'))
   num_classes = int(variables['params']['fc']['kernel'].shape[1])
   variant = 'pytorch_fid' if num_classes == _PYTORCH_FID_CLASSES else 'torchvision'
   meta = {'phase': 'inception', 'source': 'converted', 'num_classes': num_classes,
           'variant': variant,
           'converted_from': str(weights)}
-  out = epath.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(out / 'variables', variables, force=True)
-  checkpointer.wait_until_finished()
-  if jax.process_index() == 0:
-    (out / 'meta.json').write_text(json.dumps(meta, indent=1, sort_keys=True))
+  artifacts.save(out, variables, None, meta)
   logging.info('Inception-v3 (%s, %d classes) written to %s.', meta['variant'],
                num_classes, out)
   return meta
-
-
-def load_inception(directory: PathLike) -> tuple[Any, dict]:
-  """Reads what `convert_inception` wrote: (variables as numpy arrays, meta)."""
-  directory = epath.Path(directory)
-  for name in ('variables', 'meta.json'):
-    if not (directory / name).exists():
-      raise FileNotFoundError(
-          f'{directory / name} is missing: {directory} is not a converted Inception-v3 '
-          '(it needs variables/ and meta.json; see `python -m mirrorgan_jax.pretrained '
-          'inception`).')
-  meta = json.loads((directory / 'meta.json').read_text())
-  return ocp.StandardCheckpointer().restore(directory / 'variables'), meta

@@ -40,7 +40,6 @@ import functools
 from typing import Any, Iterable, NamedTuple
 
 from absl import logging
-from clu import parameter_overview
 from etils import epath
 import flax
 import jax
@@ -49,39 +48,25 @@ import ml_collections
 import numpy as np
 import optax
 
-from mirrorgan_jax import artifact_check
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import console
-from mirrorgan_jax import fast_init
-from mirrorgan_jax import image_grid
-from mirrorgan_jax import losses
-from mirrorgan_jax import parallel
-from mirrorgan_jax import training_loop
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import console
+from mirrorgan_jax.infra import fast_init
+from mirrorgan_jax.infra import image_grid
+from mirrorgan_jax.phases import losses
+from mirrorgan_jax.infra import parallel
+from mirrorgan_jax.phases import runner
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
-from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.evaluation import r_precision
 from mirrorgan_jax.models import factory
 from mirrorgan_jax.models import image_encoder as image_encoder_lib
-from mirrorgan_jax.pretrained import gan as gan_convert
 
-TEXT, IMAGE = 'text_encoder', 'image_encoder'  # Keys of params and artifact variables.
+TEXT, IMAGE = artifacts.TEXT, artifacts.IMAGE  # Keys of params and artifact variables.
 ADAM_B1, ADAM_B2 = 0.5, 0.999  # Reference DAMSM Adam betas.
 LR_DECAY = 0.98  # Per-epoch learning-rate factor (reference).
-NUM_MISMATCHED = 99  # R-precision protocol: 1 true + 99 mismatched captions.
 NUM_ATTENTION_IMAGES = 6  # Test images in the word-attention summary.
-# Config fields that shape the weights or the features; the others (dropout,
-# train_backbone) may differ between the artifact and the run that loads it.
-ARCHITECTURE_FIELDS = {TEXT: ('embedding_dim', 'hidden_size'),
-                       IMAGE: ('backbone', 'input_size', 'small_cnn_features',
-                               'small_cnn_pooling', 'small_cnn_downsample')}
 _TRAIN_KEYS = ('caption_ids', 'caption_len', 'class_id')
 _EVAL_KEYS = _TRAIN_KEYS + ('all_caption_ids', 'all_caption_len', 'mask')
-
-
-def artifact_dir(workdir: epath.Path | str) -> epath.Path:
-  """Where the DAMSM phase writes its artifact: `<workdir>/damsm/artifact`."""
-  return epath.Path(workdir) / 'damsm' / 'artifact'
 
 
 @flax.struct.dataclass
@@ -92,11 +77,6 @@ class DamsmState:
   params: Any  # {TEXT: ..., IMAGE: ...}
   batch_stats: Any  # Of the image encoder (the text encoder has none).
   opt_state: Any
-
-
-def image_key(config: ml_collections.ConfigDict) -> str:
-  """Batch key of the image DAMSM trains on: the last generator stage's size."""
-  return preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
 
 
 # ----------------------------------------------------------------- optimiser
@@ -216,10 +196,7 @@ def _train_step(models, tx, loss_config, train_backbone, lr_at, key,
     return sum(terms.values()), (terms, stats)
 
   (loss, (terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1,
-                            params=optax.apply_updates(state.params, updates),
-                            batch_stats=stats, opt_state=opt_state)
+  new_state = runner.apply_gradients(state, tx, grads, batch_stats=stats)
   metrics = {'loss': loss, **terms, 'learning_rate': lr_at(state.step),
              'text_grad_norm': optax.global_norm(grads[TEXT]),
              'image_grad_norm': optax.global_norm(grads[IMAGE])}
@@ -242,9 +219,9 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
     a state placed with `train_step.place_state`.
   """
   mesh = mesh or parallel.create_mesh()
-  key = image_key(config)
+  key = input_pipeline.final_image_key(config)
   base_lr = config.damsm.learning_rate
-  return parallel.data_parallel_step(
+  return parallel.compile_step(
       functools.partial(
           _train_step, models, tx, ml_collections.FrozenConfigDict(config.loss),
           config.model.image_encoder.train_backbone,
@@ -255,11 +232,10 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
 # ----------------------------------------------------------------- state
 def _init_fns(config, models, rng):
   text_key, image_key_ = jax.random.split(rng)
-  words = config.data.words_num
-  ids, lengths = jnp.zeros((2, words), jnp.int32), jnp.full((2,), words, jnp.int32)
-  images = jnp.zeros((2,) + (config.model.image_encoder.input_size,) * 2 + (3,))
-  return {TEXT: lambda: models.text_encoder.init(text_key, ids, lengths),
-          IMAGE: lambda: models.image_encoder.init(image_key_, images)}
+  return {TEXT: functools.partial(factory.init_variables, config, models.text_encoder,
+                                  text_key),
+          IMAGE: functools.partial(factory.init_variables, config, models.image_encoder,
+                                   image_key_)}
 
 
 def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
@@ -278,17 +254,15 @@ def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
       out[name] = fast_init.run(fresh[name])
       continue
     if path not in loaded:
-      variables, artifact_vocab, _ = load_encoders(path, config)
+      variables, artifact_vocab, _ = artifacts.read(path, artifacts.DAMSM, config)
       if artifact_vocab != vocab:
         raise ValueError(
             f'damsm.init_{name} {path} was trained with a different vocabulary '
             f'({len(artifact_vocab)} words) than this run ({len(vocab)} words): use its '
             f'vocabulary (--config.data.vocab_path={epath.Path(path) / "vocab.json"})')
       loaded[path] = variables
-    try:
-      gan_convert.check_against(loaded[path][name], jax.eval_shape(fresh[name]))
-    except ValueError as e:
-      raise ValueError(f'damsm.init_{name} {path}: {e}') from None
+    artifacts.check_tree(loaded[path][name], jax.eval_shape(fresh[name]),
+                         f'damsm.init_{name} {path}')
     logging.info('DAMSM %s starts from %s.', name, path)
     out[name] = jax.tree.map(jnp.asarray, loaded[path][name])
   return out
@@ -327,7 +301,7 @@ def _eval_step(models, loss_config, key, variables, batch):
           'pool': pool.reshape(b, n, -1), 'attention': maps}
 
 
-class Evaluator:
+class RetrievalEvalHook:
   """Test-split DAMSM losses, R-precision of real images and attention maps."""
 
   def __init__(self, config: ml_collections.ConfigDict, models: factory.Models,
@@ -335,7 +309,7 @@ class Evaluator:
                outdir: epath.Path, mesh: jax.sharding.Mesh | None = None):
     self.config, self.vocab, self.eval_batches, self.outdir = (
         config, vocab, eval_batches, outdir)
-    self.key = image_key(config)
+    self.key = input_pipeline.final_image_key(config)
     self.mesh = mesh or parallel.create_mesh()
     rep = parallel.replicated(self.mesh)
     loss_config = ml_collections.FrozenConfigDict(config.loss)
@@ -393,12 +367,13 @@ class Evaluator:
 
   def _r_precision(self, codes, sentences, classes, pool,
                    pool_classes) -> dict[str, float]:
+    wanted = self.config.eval.r_precision_mismatched
     available = int(r_precision.eligible_counts(pool_classes, classes).min())
-    num = min(NUM_MISMATCHED, available)
-    if num < NUM_MISMATCHED:
+    num = min(wanted, available)
+    if num < wanted:
       logging.warning('DAMSM eval: only %d test captions of another class for some '
                       'image; R-precision uses %d mismatched captions instead of %d.',
-                      available, num, NUM_MISMATCHED)
+                      available, num, wanted)
     if num < 1:
       return {}
     out = r_precision.r_precision(codes, sentences, pool, pool_classes, classes,
@@ -411,9 +386,7 @@ class Evaluator:
     """Evaluates and writes scalars and the attention summary (training-loop hook)."""
     scalars, sample = self.compute(state)
     self.last = scalars
-    console.say(f'DAMSM eval at step {step}: '
-                + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+    runner.report_eval('DAMSM', step, scalars, writer)
     grid = image_grid.attention_grid(sample['images'], sample['attention'], sample['caption_len'],
                           self.config.data.words_num)
     captions = [f'{i}: {self.vocab.decode(ids)}'
@@ -435,7 +408,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
     workdir: run directory; the phase uses `<workdir>/damsm`.
     vocab: the run's vocabulary (saved with the encoders).
   Returns:
-    The artifact directory, `artifact_dir(workdir)`.
+    The artifact directory, `artifacts.directory(workdir, artifacts.DAMSM)`.
   """
   workdir = epath.Path(workdir)
   mesh = parallel.create_mesh()
@@ -446,68 +419,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   num_steps = config.damsm.num_epochs * info.steps_per_epoch
   tx = create_optimizer(config, info.steps_per_epoch)
   train_step = make_train_step(config, models, tx, info.steps_per_epoch, mesh)
-  evaluator = Evaluator(config, models, vocab, eval_batches, workdir / 'damsm', mesh)
+  hook = RetrievalEvalHook(config, models, vocab, eval_batches, workdir / 'damsm', mesh)
 
   def init_state():
     rng, init_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = init_variables(config, models, vocab, init_rng)
     return train_step.place_state(create_state(variables, tx, rng))
 
-  def on_start(state, writer):
-    overview = '\n\n'.join(
-        f'{name}\n' + parameter_overview.get_parameter_overview(
-            jax.device_get(state.params[name]), include_stats=False)
-        for name in (TEXT, IMAGE))
-    logging.info('DAMSM parameters (image backbone %s):\n%s', 'trained' if
-                 config.model.image_encoder.train_backbone else 'frozen', overview)
-    writer.write_texts(0, {'parameters': f'```\n{overview}\n```'})
-
-  state, final = training_loop.run_pretraining(
-      'damsm', config, workdir, num_steps=num_steps,
-      steps_per_epoch=info.steps_per_epoch, init_state=init_state, train_step=train_step,
+  backbone = 'trained' if config.model.image_encoder.train_backbone else 'frozen'
+  path, final = runner.pretrain(config, workdir, runner.Pretraining(
+      kind=artifacts.DAMSM, num_steps=num_steps, steps_per_epoch=info.steps_per_epoch,
+      eval_every_epochs=config.damsm.eval_every_epochs, init_state=init_state,
+      train_step=train_step,
       batches=lambda start: input_pipeline.create_datasets(
           config, vocab, start_step=start, batch_size=batch_size)[0],
-      evaluator=evaluator, on_start=on_start,
-      eval_every_epochs=config.damsm.eval_every_epochs)
-  meta = {'phase': 'damsm', 'source': 'trained', 'vocab_size': len(vocab),
-          'model': {TEXT: config.model.text_encoder.to_dict(),
-                    IMAGE: config.model.image_encoder.to_dict()},
-          'steps': num_steps, 'batch_size': batch_size,
+      hook=hook, parameters=lambda state: {TEXT: state.params[TEXT],
+                                           f'{IMAGE} (backbone {backbone})':
+                                           state.params[IMAGE]},
+      artifact_variables=encoder_variables, vocab=vocab,
+      meta=lambda final: {
+          'source': 'trained', 'vocab_size': len(vocab), 'batch_size': batch_size,
           'init_text_encoder': config.damsm.init_text_encoder or None,
-          'init_image_encoder': config.damsm.init_image_encoder or None, 'eval': final}
-  checkpointing.save_artifact(artifact_dir(workdir), encoder_variables(state), vocab,
-                              meta)
-  console.say(f'DAMSM artifact written to {artifact_dir(workdir)} (test R-precision '
+          'init_image_encoder': config.damsm.init_image_encoder or None,
+          'eval': final}))
+  console.say(f'DAMSM artifact written to {path} (test R-precision '
               f"top-1 {final.get('r_precision/top1_mean', float('nan')):.4f}).")
-  return artifact_dir(workdir)
-
-
-# ----------------------------------------------------------------- loading
-def check_config(meta: dict, config: ml_collections.ConfigDict, path: Any) -> None:
-  """Raises ValueError naming every architecture field where `meta` and config differ."""
-  artifact_check.check_architecture(meta, config, ARCHITECTURE_FIELDS, path, 'DAMSM')
-
-
-def load_encoders(path: epath.Path | str, config: ml_collections.ConfigDict | None = None
-                  ) -> tuple[dict[str, Any], vocab_lib.Vocabulary, dict]:
-  """Loads a DAMSM artifact.
-
-  Args:
-    path: artifact directory (`artifact_dir(workdir)` or a converted one).
-    config: if given, its `model.text_encoder` / `model.image_encoder` must
-      match the recorded ones (architecture fields).
-  Returns:
-    ({TEXT: {'params'}, IMAGE: {'params', 'batch_stats'}} as numpy arrays,
-     vocabulary, metadata).
-  Raises:
-    FileNotFoundError: incomplete artifact.
-    ValueError: not a DAMSM artifact, or a config mismatch (names the fields).
-  """
-  variables, vocab, meta = checkpointing.load_artifact(path)
-  if not isinstance(variables, dict) or not {TEXT, IMAGE} <= set(variables):
-    keys = sorted(variables) if isinstance(variables, dict) else type(variables).__name__
-    raise ValueError(f'{path} holds {keys}, not a DAMSM artifact (needs {TEXT!r} and '
-                     f'{IMAGE!r} variables)')
-  if config is not None:
-    check_config(meta, config, path)
-  return {TEXT: variables[TEXT], IMAGE: variables[IMAGE]}, vocab, meta
+  return path

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from configs import shapes
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import stream_training
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import checkpointing
+from mirrorgan_jax.phases import stream as stream_phase
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.models import captioner as captioner_lib
@@ -32,7 +33,7 @@ def trained(data, tmp_path_factory):
   """One end-to-end STREAM run: (config, vocab, workdir, artifact path)."""
   config, vocab = data
   workdir = tmp_path_factory.mktemp('workdir')
-  path = stream_training.train_and_evaluate(config, workdir, vocab)
+  path = stream_phase.train_and_evaluate(config, workdir, vocab)
   return config, vocab, epath.Path(workdir), path
 
 
@@ -46,22 +47,27 @@ def _flat(tree):
           for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def _load_captioner(path, config=None):
+  variables, vocab, meta = artifacts.read(path, artifacts.STREAM, config)
+  return variables['captioner'], vocab, meta
+
+
 def test_end_to_end_writes_checkpoints_summaries_samples_and_artifact(trained):
   config, vocab, workdir, path = trained
-  assert path == stream_training.artifact_dir(workdir) == workdir / 'stream' / 'artifact'
-  assert checkpointing.artifact_exists(path)
+  assert path == artifacts.directory(workdir, artifacts.STREAM) == workdir / 'stream' / 'artifact'
+  assert artifacts.exists(path, artifacts.STREAM)
   assert checkpointing.Checkpointer(workdir / 'stream' / 'checkpoints').latest_step() == 6
   assert list((workdir / 'stream').glob('events.out.tfevents.*'))
   text = (workdir / 'stream' / 'samples_6.txt').read_text()
   blocks = text.strip().split('\n\n')
-  assert len(blocks) == stream_training.NUM_SAMPLES
+  assert len(blocks) == stream_phase.NUM_SAMPLES
   for block in blocks:
     lines = block.splitlines()
     true = [l for l in lines if l.startswith('  true:')]
     assert len(true) == config.data.captions_per_image
     assert re.search(r'^  greedy:', block, re.M) and re.search(r'^  beam2:', block, re.M)
 
-  variables, loaded_vocab, meta = stream_training.load_captioner(path, config)
+  variables, loaded_vocab, meta = _load_captioner(path, config)
   assert loaded_vocab == vocab
   assert set(variables) == {'params', 'batch_stats'}
   assert variables['params']['decoder']['linear']['kernel'].shape[-1] == len(vocab)
@@ -72,7 +78,7 @@ def test_end_to_end_writes_checkpoints_summaries_samples_and_artifact(trained):
   assert 0.0 <= meta['eval']['bleu4_greedy'] <= 1.0
 
 
-def test_load_captioner_config_check_names_fields(trained):
+def test_artifact_config_check_names_fields(trained):
   config, _, _, path = trained
   other = config.copy_and_resolve_references()
   other.model.captioner.hidden_size = 32
@@ -81,27 +87,27 @@ def test_load_captioner_config_check_names_fields(trained):
   other.model.captioner.image_every_step = False  # Same weights, other network.
   other.model.captioner.small_cnn_downsample = 'maxpool'
   with pytest.raises(ValueError, match=r'hidden_size: artifact 16, config 32') as e:
-    stream_training.load_captioner(path, other)
+    _load_captioner(path, other)
   assert 'embed_dim' in str(e.value) and 'beam_size' not in str(e.value)
   assert 'image_every_step: artifact True, config False' in str(e.value)
   assert "small_cnn_downsample: artifact 'stride', config 'maxpool'" in str(e.value)
-  stream_training.load_captioner(path)  # Without a config: no check.
+  _load_captioner(path)  # Without a config: no check.
 
 
-def test_load_captioner_rejects_other_artifacts(tmp_path):
-  checkpointing.save_artifact(tmp_path, {'text_encoder': {'params': {'w': np.zeros(2)}}},
-                              vocab_lib.Vocabulary(['<end>', 'a']), {'phase': 'damsm'})
+def test_other_artifacts_are_rejected(tmp_path):
+  artifacts.save(tmp_path, {'text_encoder': {'params': {'w': np.zeros(2)}}},
+                 vocab_lib.Vocabulary(['<end>', 'a']), {'phase': 'damsm'})
   with pytest.raises(ValueError, match='not a STREAM artifact'):
-    stream_training.load_captioner(tmp_path)
+    _load_captioner(tmp_path)
   with pytest.raises(FileNotFoundError, match='meta.json'):
-    stream_training.load_captioner(tmp_path / 'nothing')
+    _load_captioner(tmp_path / 'nothing')
 
 
 def test_resume_after_the_end_keeps_the_artifact_metrics(trained):
   config, vocab, workdir, path = trained
-  _, _, before = stream_training.load_captioner(path)
-  stream_training.train_and_evaluate(config, workdir, vocab)  # Nothing left to train.
-  _, _, after = stream_training.load_captioner(path)
+  _, _, before = _load_captioner(path)
+  stream_phase.train_and_evaluate(config, workdir, vocab)  # Nothing left to train.
+  _, _, after = _load_captioner(path)
   assert after['steps'] == 6
   # Evaluated again from the restored final checkpoint: the same numbers.
   assert after['eval'] == pytest.approx(before['eval'], rel=1e-5)
@@ -112,14 +118,14 @@ def test_init_checkpoint_loads_artifact_and_checks_vocabulary(trained):
   config = config.copy_and_resolve_references()
   config.stream.init_checkpoint = str(path)
   model = factory.create_models(config, len(vocab)).captioner
-  got = stream_training.init_variables(config, model, vocab, jax.random.PRNGKey(1))
-  saved, _, _ = stream_training.load_captioner(path)
+  got = stream_phase.init_variables(config, model, vocab, jax.random.PRNGKey(1))
+  saved, _, _ = _load_captioner(path)
   want = _flat(saved)
   for k, v in _flat(got).items():
     np.testing.assert_array_equal(v, want[k], err_msg=k)
   other = vocab_lib.Vocabulary(vocab.words[:-1])
   with pytest.raises(ValueError, match='different vocabulary'):
-    stream_training.init_variables(config, model, other, jax.random.PRNGKey(1))
+    stream_phase.init_variables(config, model, other, jax.random.PRNGKey(1))
 
 
 def test_frozen_backbone_is_bit_identical_and_head_trains(data):
@@ -127,11 +133,11 @@ def test_frozen_backbone_is_bit_identical_and_head_trains(data):
   config = config.copy_and_resolve_references()
   config.model.captioner.train_backbone = False
   model = factory.create_models(config, len(vocab)).captioner
-  tx = stream_training.create_optimizer(config, num_steps=100)
-  step = stream_training.make_train_step(config, model, tx)
-  variables = stream_training.init_variables(config, model, vocab, jax.random.PRNGKey(0))
+  tx = stream_phase.create_optimizer(config, num_steps=100)
+  step = stream_phase.make_train_step(config, model, tx)
+  variables = stream_phase.init_variables(config, model, vocab, jax.random.PRNGKey(0))
   before = _flat(variables)
-  state = step.place_state(stream_training.create_state(variables, tx))
+  state = step.place_state(stream_phase.create_state(variables, tx))
   batch = _train_batch(config, vocab)
   for _ in range(3):
     state, metrics = step(state, batch)
@@ -162,7 +168,7 @@ def test_train_forward_backbone_batchnorm_mode_resnet(frozen):
   rng = np.random.default_rng(0)
   variables = jax.tree.map(
       lambda s: np.abs(rng.normal(size=s.shape)).astype(np.float32) + 0.1, shapes)
-  logits, stats = stream_training.train_forward(model, variables, images, ids, lengths,
+  logits, stats = stream_phase.train_forward(model, variables, images, ids, lengths,
                                                 frozen_backbone=frozen)
   assert logits.shape == (4, 5, 7)
   before, after = _flat(variables['batch_stats']), _flat(stats)
@@ -177,10 +183,10 @@ def test_loss_falls_on_a_fixed_batch(data):
   config = config.copy_and_resolve_references()
   config.stream.learning_rate = 1e-2  # The tiny smoke decoder moves slowly at 1e-3.
   model = factory.create_models(config, len(vocab)).captioner
-  tx = stream_training.create_optimizer(config, num_steps=100)
-  step = stream_training.make_train_step(config, model, tx)
-  variables = stream_training.init_variables(config, model, vocab, jax.random.PRNGKey(0))
-  state = step.place_state(stream_training.create_state(variables, tx))
+  tx = stream_phase.create_optimizer(config, num_steps=100)
+  step = stream_phase.make_train_step(config, model, tx)
+  variables = stream_phase.init_variables(config, model, vocab, jax.random.PRNGKey(0))
+  state = step.place_state(stream_phase.create_state(variables, tx))
   batch = _train_batch(config, vocab)
   losses = []
   for _ in range(60):
@@ -201,20 +207,20 @@ def test_token_accuracy_by_hand():
   logits = jnp.asarray(np.eye(4)[argmax] * 5.0 - 1.0)
   targets = jnp.array([[1, 2, 3], [3, 1, 1]])
   lengths = jnp.array([3, 2])
-  acc = stream_training.token_accuracy(logits, targets, lengths)
+  acc = stream_phase.token_accuracy(logits, targets, lengths)
   assert float(acc) == pytest.approx(3 / 5)
-  assert float(stream_training.token_accuracy(logits, targets, jnp.array([0, 0]))) == 0.0
+  assert float(stream_phase.token_accuracy(logits, targets, jnp.array([0, 0]))) == 0.0
 
 
 def test_learning_rate_constant_or_cosine(data):
   config = data[0].copy_and_resolve_references()
   config.stream.learning_rate = 3e-3
-  assert stream_training.learning_rate(config, 100) == 3e-3  # Reference: constant.
+  assert stream_phase.learning_rate(config, 100) == 3e-3  # Reference: constant.
   config.stream.lr_schedule = 'cosine'
-  schedule = stream_training.learning_rate(config, 100)
+  schedule = stream_phase.learning_rate(config, 100)
   # 3e-3 * (1 + cos(pi * t / 100)) / 2 at t = 0, 50, 100.
   np.testing.assert_allclose([schedule(0), schedule(50), schedule(100)],
                              [3e-3, 1.5e-3, 0.0], atol=1e-9)
   config.stream.lr_schedule = 'linear'
   with pytest.raises(ValueError, match="'constant' or 'cosine'"):
-    stream_training.learning_rate(config, 100)
+    stream_phase.learning_rate(config, 100)

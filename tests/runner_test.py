@@ -9,16 +9,17 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import training_loop
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import checkpointing
+from mirrorgan_jax.phases import runner
 from tests import toy_phase
 from tests.conftest import ROOT
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-  full = training_loop.run(toy_phase.make_phase(7, checkpoint_every=3, log_every=2), tmp_path / 'a')
-  training_loop.run(toy_phase.make_phase(4, checkpoint_every=3, log_every=2), tmp_path / 'b')
-  resumed = training_loop.run(toy_phase.make_phase(7, checkpoint_every=3, log_every=2), tmp_path / 'b')
+  full = runner.run(toy_phase.make_phase(7, checkpoint_every=3, log_every=2), tmp_path / 'a')
+  runner.run(toy_phase.make_phase(4, checkpoint_every=3, log_every=2), tmp_path / 'b')
+  resumed = runner.run(toy_phase.make_phase(7, checkpoint_every=3, log_every=2), tmp_path / 'b')
   np.testing.assert_array_equal(full['w'], resumed['w'])
   assert int(resumed['step']) == 7
   # Summaries were written for TensorBoard.
@@ -26,15 +27,15 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
-  with pytest.raises(training_loop.NonFiniteLossError, match='loss at step 5'):
-    training_loop.run(toy_phase.make_phase(10, nan_at=5, checkpoint_every=2, log_every=100), tmp_path)
+  with pytest.raises(runner.NonFiniteLossError, match='loss at step 5'):
+    runner.run(toy_phase.make_phase(10, nan_at=5, checkpoint_every=2, log_every=100), tmp_path)
   ckpt = checkpointing.Checkpointer(tmp_path / 'toy' / 'checkpoints')
   state, _, step = ckpt.restore({'w': jnp.zeros((2,)), 'step': jnp.array(0)})
   assert step == 4 and np.all(np.isfinite(state['w']))
 
 
 def test_profiler_writes_a_trace(tmp_path):
-  training_loop.run(toy_phase.make_phase(4, profile_steps=(2, 3)), tmp_path)
+  runner.run(toy_phase.make_phase(4, profile_steps=(2, 3)), tmp_path)
   assert list((tmp_path / 'toy' / 'profile').rglob('*.xplane.pb'))
 
 
@@ -53,8 +54,8 @@ def test_sigterm_saves_then_exits(tmp_path):
   assert step >= 5 and meta['step'] == step
 
 
-class _CountingEvaluator:
-  """Records the steps it is called at; `last` is what run_pretraining returns."""
+class _CountingHook:
+  """Records the steps it is called at; `last` is what `pretrain` returns."""
 
   def __init__(self):
     self.steps, self.last = [], None
@@ -68,14 +69,28 @@ class _CountingEvaluator:
     return {'w0': float(state['w'][0])}, {}
 
 
-def test_pretraining_evaluates_every_few_epochs_and_at_the_end(tmp_path):
+_TOY = artifacts.Kind('toy', 'toy', ('toy',), {}, has_vocab=False)
+
+
+def test_pretrain_evaluates_every_few_epochs_and_writes_the_artifact(tmp_path):
   toy = toy_phase.make_phase(7)
   config = ml_collections.ConfigDict({'train': {
       'log_every_steps': 100, 'checkpoint_every_steps': 100, 'keep_checkpoints': 1}})
-  evaluator = _CountingEvaluator()
-  state, final = training_loop.run_pretraining(
-      'toy', config, tmp_path, num_steps=7, steps_per_epoch=2,
+  hook = _CountingHook()
+  path, final = runner.pretrain(config, tmp_path, runner.Pretraining(
+      kind=_TOY, num_steps=7, steps_per_epoch=2, eval_every_epochs=2,
       init_state=toy.init_state, train_step=toy.train_step, batches=toy.batches,
-      evaluator=evaluator, eval_every_epochs=2)
-  assert evaluator.steps == [4, 7]  # Epochs 2 and the last step (epoch 3.5).
-  assert final == {'w0': float(state['w'][0])}
+      hook=hook, parameters=lambda state: {'toy': {'w': state['w']}},
+      artifact_variables=lambda state: {'toy': {'w': state['w']}},
+      meta=lambda final: {'eval': final, 'note': 'toy'}))
+  assert hook.steps == [4, 7]  # Epochs 2 and the last step (epoch 3.5).
+  assert path == tmp_path / 'toy' / 'artifact'
+  variables, vocab, meta = artifacts.read(path, _TOY)
+  assert vocab is None
+  # 7 steps of w <- w - 0.2 (w - i) on batches i = 0..6, from w = 0.
+  w = 0.0
+  for i in range(7):
+    w -= 0.2 * (w - i)
+  np.testing.assert_allclose(variables['toy']['w'], [w, w], rtol=1e-6)
+  assert final == {'w0': pytest.approx(w, rel=1e-6)}
+  assert meta == {'phase': 'toy', 'steps': 7, 'eval': final, 'note': 'toy'}

@@ -4,7 +4,7 @@ Two runs writing checkpoints into one workdir destroy each other's saves. `main`
 takes `<workdir>/.lock.<role>.<process index>` with `flock` before any work,
 where the role is 'train' (the training phases) or 'eval' (writing `eval/`), so
 an evaluation of a finished checkpoint may run beside training, but not two
-trainings or two evaluations. Readers (`sample`) take no lock.
+trainings or two evaluations. Readers (`sample_cli`) take no lock.
 
 The kernel releases a lock when its process ends in any way (SIGKILL included),
 so a dead holder never blocks a restart. A holder that ends normally empties

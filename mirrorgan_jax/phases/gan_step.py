@@ -43,9 +43,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from mirrorgan_jax import losses
-from mirrorgan_jax import parallel
-from mirrorgan_jax import random_translation
+from mirrorgan_jax.phases import losses
+from mirrorgan_jax.infra import parallel
+from mirrorgan_jax.phases import random_translation
 from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.models import factory
 
@@ -78,19 +78,12 @@ def _adam(config: ml_collections.ConfigDict, learning_rate: float):
 def create_state(config: ml_collections.ConfigDict, models: factory.Models,
                  rng: jax.Array) -> GanState:
   """Fresh G and D variables and optimiser states (reference initialisation)."""
-  g_key, d_key, noise_key, state_key = jax.random.split(rng, 4)
-  g_cfg = config.model.generator
-  batch, words = 2, config.data.words_num
-  feat = 2 * config.model.text_encoder.hidden_size
-  g_vars = models.generator.init(
-      {'params': g_key, 'noise': noise_key}, jnp.zeros((batch, g_cfg.z_dim)),
-      jnp.zeros((batch, feat)), jnp.zeros((batch, words, feat)),
-      lengths=jnp.full((batch,), words), train=False)
+  g_key, d_key, state_key = jax.random.split(rng, 3)
+  g_vars = factory.init_variables(config, models.generator, g_key)
   d_params, d_stats = {}, {}
   for key, disc in models.discriminators.items():
     d_key, sub = jax.random.split(d_key)
-    size = disc.image_size
-    v = disc.init(sub, jnp.zeros((batch, size, size, 3)), jnp.zeros((batch, feat)))
+    v = factory.init_variables(config, disc, sub)
     d_params[key], d_stats[key] = v['params'], v['batch_stats']
   g_tx = _adam(config, config.optim.g_learning_rate)
   d_tx = _adam(config, config.optim.d_learning_rate)
@@ -309,7 +302,8 @@ def real_caption_ce(models: factory.Models, end_token: bool, frozen: Frozen,
 
 
 def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
-                    frozen: Frozen, mesh: jax.sharding.Mesh | None = None):
+                    frozen: Frozen, mesh: jax.sharding.Mesh | None = None
+                    ) -> parallel.CompiledStep:
   """Compiles the GAN step for `config.parallel.mode` and binds the frozen nets.
 
   Args:
@@ -317,37 +311,13 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
     models: modules built by `factory.create_models` (with `bn_axis_name` =
       `parallel.PMAP_AXIS` for pmap mode).
     frozen: text encoder and captioner variables; placed on the devices once
-      (replicated) and passed to the compiled step as an argument each call.
+      (replicated) and passed to the compiled step as an argument each call
+      (`train_step.constants[0]`).
     mesh: the device mesh for 'jit' mode (default: all devices).
   Returns:
-    train_step(state, batch) -> (state, metrics of scalars, in both modes). In
-    'jit' mode `state` is replicated over the mesh and `batch` a host-local numpy
-    batch; in 'pmap' mode `state` carries a leading device axis. Attributes:
-    `place_state` (a fresh state -> that layout), `compiled`, `frozen` (as
-    placed) and `lower(state, batch)` (as `parallel.data_parallel_step`).
+    train_step(state, host batch) -> (state, metrics of scalars, in both modes).
   """
   mode = config.parallel.mode
-  if mode == 'jit':
-    train_step = parallel.data_parallel_step(
-        functools.partial(_gan_step, config, models, None), mesh or parallel.create_mesh(),
-        constants=(frozen,))
-    train_step.frozen = train_step.constants[0]
-    return train_step
-  if mode != 'pmap':
-    raise ValueError(f"parallel.mode must be 'jit' or 'pmap', got {mode!r}")
-  step = jax.pmap(functools.partial(_gan_step, config, models, parallel.PMAP_AXIS),
-                  axis_name=parallel.PMAP_AXIS, donate_argnums=0)
-  frozen_on_device = parallel.replicate_for_pmap(frozen)
-
-  def train_step(state, batch):
-    state, metrics = step(state, frozen_on_device, parallel.split_for_pmap(batch))
-    # Metrics are pmean-ed, equal on every device: keep the scalars, as in 'jit' mode.
-    return state, parallel.unreplicate(metrics)
-
-  train_step.compiled = step  # For tests and the benchmark (lowering, HLO size).
-  train_step.frozen = frozen_on_device
-  train_step.place_state = parallel.replicate_for_pmap  # Host state -> the step's layout.
-  # The per-device program (its cost analysis counts one device's share).
-  train_step.lower = lambda state, batch: step.lower(
-      state, frozen_on_device, parallel.split_for_pmap(batch))
-  return train_step
+  axis_name = parallel.PMAP_AXIS if mode == 'pmap' else None
+  return parallel.compile_step(functools.partial(_gan_step, config, models, axis_name),
+                               mesh, constants=(frozen,), mode=mode)

@@ -1,7 +1,7 @@
 """Loads an experiment config with command-line overrides for the secondary CLIs.
 
 `python -m mirrorgan_jax.main` takes `--config` through absl flags; the
-argparse-based tools (`sample`, `pretrained`) take the same syntax
+argparse-based tools (`sample_cli`, `pretrained`) take the same syntax
 (`configs/cub.py:smoke`, `--config.train.batch_size=8`) through this function.
 """
 

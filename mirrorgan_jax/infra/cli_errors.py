@@ -13,8 +13,8 @@ from typing import Iterator, NoReturn, Sequence
 
 from absl import flags
 
-from mirrorgan_jax import config_check
-from mirrorgan_jax import workdir_lock
+from mirrorgan_jax.infra import config_check
+from mirrorgan_jax.infra import workdir_lock
 
 # Errors of the user's making once the flags are parsed.
 USER_ERRORS = (config_check.ConfigError, workdir_lock.WorkdirInUse, FileNotFoundError,

@@ -33,7 +33,6 @@ import functools
 from typing import Any, Iterable
 
 from absl import logging
-from clu import parameter_overview
 from etils import epath
 import flax
 import flax.linen as nn
@@ -43,36 +42,23 @@ import ml_collections
 import numpy as np
 import optax
 
-from mirrorgan_jax import artifact_check
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import console
-from mirrorgan_jax import fast_init
-from mirrorgan_jax import image_grid
-from mirrorgan_jax import losses
-from mirrorgan_jax import parallel
-from mirrorgan_jax import training_loop
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import console
+from mirrorgan_jax.infra import fast_init
+from mirrorgan_jax.infra import image_grid
+from mirrorgan_jax.phases import losses
+from mirrorgan_jax.infra import parallel
+from mirrorgan_jax.phases import runner
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
-from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.evaluation import bleu
 from mirrorgan_jax.models import captioner as captioner_lib
 from mirrorgan_jax.models import factory
 from mirrorgan_jax.models import image_encoder
 
-ARTIFACT_KEY = 'captioner'  # The artifact's variables are {ARTIFACT_KEY: {...}}.
 NUM_SAMPLES = 8  # Test images whose redescriptions are written each evaluation.
-# `model.captioner` fields that shape the weights; the others (train_backbone,
-# decoding lengths) may differ between the artifact and the run that loads it.
-ARCHITECTURE_FIELDS = ('backbone', 'input_size', 'small_cnn_features', 'small_cnn_pooling',
-                       'small_cnn_downsample', 'feature_dim', 'embed_dim', 'hidden_size',
-                       'image_every_step')
 _TRAIN_KEYS = ('caption_ids', 'caption_len')
 _EVAL_KEYS = ('caption_ids', 'caption_len', 'all_caption_ids', 'all_caption_len', 'mask')
-
-
-def artifact_dir(workdir: epath.Path | str) -> epath.Path:
-  """Where the STREAM phase writes its artifact: `<workdir>/stream/artifact`."""
-  return epath.Path(workdir) / 'stream' / 'artifact'
 
 
 @flax.struct.dataclass
@@ -82,11 +68,6 @@ class StreamState:
   params: Any
   batch_stats: Any
   opt_state: Any
-
-
-def image_key(config: ml_collections.ConfigDict) -> str:
-  """Batch key of the image STREAM trains on: the last generator stage's size."""
-  return preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
 
 
 def backbone_frozen(config: ml_collections.ConfigDict) -> bool:
@@ -191,10 +172,7 @@ def _train_step(model, tx, frozen_backbone, key, end_token, state: StreamState, 
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1,
-                            params=optax.apply_updates(state.params, updates),
-                            batch_stats=batch_stats, opt_state=opt_state)
+  new_state = runner.apply_gradients(state, tx, grads, batch_stats=batch_stats)
   metrics = {'loss': loss, 'token_accuracy': token_accuracy(logits, ids, lengths),
              'grad_norm': optax.global_norm(grads)}
   return new_state, metrics
@@ -212,38 +190,17 @@ def make_train_step(config: ml_collections.ConfigDict, model: captioner_lib.Capt
     mesh: device mesh (default: all devices).
   Returns:
     train_step(state, batch) -> (state, metrics), taking a host numpy batch
-    (only the image of `image_key(config)` and the caption are sent to the
+    (only the image of `input_pipeline.final_image_key(config)` and the caption are sent to the
     devices) and a state placed with `train_step.place_state`.
   """
   mesh = mesh or parallel.create_mesh()
   frozen = backbone_frozen(config)
   if frozen:  # Same parameters; no gradient is computed through the backbone.
     model = model.clone(freeze_backbone=True)
-  key = image_key(config)
-  return parallel.data_parallel_step(
+  key = input_pipeline.final_image_key(config)
+  return parallel.compile_step(
       functools.partial(_train_step, model, tx, frozen, key, config.loss.stream_end_token),
       mesh, batch_keys=(key,) + _TRAIN_KEYS)
-
-
-def _template_inputs(config):
-  size = config.model.captioner.input_size
-  words = config.data.words_num
-  return (jnp.zeros((2, size, size, 3)), jnp.zeros((2, words), jnp.int32),
-          jnp.full((2,), words, jnp.int32))
-
-
-def _tree_mismatches(got: Any, want: Any) -> list[str]:
-  """Paths whose presence or shape differs between two variable trees."""
-  got_flat = {jax.tree_util.keystr(p): np.shape(x)
-              for p, x in jax.tree_util.tree_flatten_with_path(got)[0]}
-  want_flat = {jax.tree_util.keystr(p): tuple(x.shape)
-               for p, x in jax.tree_util.tree_flatten_with_path(want)[0]}
-  out = [f'{k}: missing' for k in sorted(want_flat.keys() - got_flat.keys())]
-  out += [f'{k}: unexpected' for k in sorted(got_flat.keys() - want_flat.keys())]
-  out += [f'{k}: {got_flat[k]} instead of {want_flat[k]}'
-          for k in sorted(want_flat.keys() & got_flat.keys())
-          if got_flat[k] != want_flat[k]]
-  return out
 
 
 def init_variables(config: ml_collections.ConfigDict, model: captioner_lib.Captioner,
@@ -256,21 +213,17 @@ def init_variables(config: ml_collections.ConfigDict, model: captioner_lib.Capti
   """
   path = config.stream.init_checkpoint
   if not path:
-    return fast_init.run(lambda key: model.init(key, *_template_inputs(config), train=False),
-                         rng)
-  variables, ckpt_vocab, _ = load_captioner(path, config)
+    return fast_init.run(functools.partial(factory.init_variables, config, model), rng)
+  variables, ckpt_vocab, _ = artifacts.read(path, artifacts.STREAM, config)
+  variables = variables[artifacts.CAPTIONER]
   if ckpt_vocab != vocab:
     raise ValueError(
         f'stream.init_checkpoint {path} was trained with a different vocabulary '
         f'({len(ckpt_vocab)} words) than this run ({len(vocab)} words); STREAM must '
         'use the STEM vocabulary (spec 10, item 11): convert it with the same '
         'vocabulary.')
-  template = jax.eval_shape(
-      lambda: model.init(rng, *_template_inputs(config), train=False))
-  problems = _tree_mismatches(variables, template)
-  if problems:
-    raise ValueError(f'stream.init_checkpoint {path} does not fit the captioner of the '
-                     'config: ' + '; '.join(problems[:10]))
+  template = jax.eval_shape(functools.partial(factory.init_variables, config, model, rng))
+  artifacts.check_tree(variables, template, f'stream.init_checkpoint {path}')
   logging.info('STREAM starts from %s.', path)
   return jax.tree.map(jnp.asarray, variables)
 
@@ -308,14 +261,14 @@ def _words(ids: np.ndarray, length: int | None = None) -> list[int]:
   return ids[:length]
 
 
-class Evaluator:
+class CaptionEvalHook:
   """Test-split loss, token accuracy, BLEU-4 and sample redescriptions."""
 
   def __init__(self, config: ml_collections.ConfigDict, model: captioner_lib.Captioner,
                vocab: vocab_lib.Vocabulary, eval_batches: Iterable[dict[str, np.ndarray]],
                outdir: epath.Path, mesh: jax.sharding.Mesh | None = None):
     c = config.model.captioner
-    self.key = image_key(config)
+    self.key = input_pipeline.final_image_key(config)
     self.vocab, self.eval_batches, self.outdir = vocab, eval_batches, outdir
     self.mesh = mesh or parallel.create_mesh()
     self.decoders = ('greedy', 'beam') if c.beam_size > 1 else ('greedy',)
@@ -384,9 +337,7 @@ class Evaluator:
     """Evaluates and writes scalars, sample texts and images (training-loop hook)."""
     scalars, samples = self.compute(state)
     self.last = scalars
-    console.say(f'STREAM eval at step {step}: '
-                + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+    runner.report_eval('STREAM', step, scalars, writer)
     text = self.format_samples(samples)
     writer.write_texts(step, {'samples/redescriptions': f'```\n{text}```'})
     grid = image_grid.tile(samples['images'][None])  # One row of the sample images.
@@ -405,7 +356,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
     workdir: run directory; the phase uses `<workdir>/stream`.
     vocab: the run's (STEM) vocabulary.
   Returns:
-    The artifact directory, `artifact_dir(workdir)`.
+    The artifact directory, `artifacts.directory(workdir, artifacts.STREAM)`.
   """
   workdir = epath.Path(workdir)
   mesh = parallel.create_mesh()
@@ -416,63 +367,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   num_steps = config.stream.num_epochs * info.steps_per_epoch
   tx = create_optimizer(config, num_steps)
   train_step = make_train_step(config, model, tx, mesh)
-  evaluator = Evaluator(config, model, vocab, eval_batches, workdir / 'stream', mesh)
+  hook = CaptionEvalHook(config, model, vocab, eval_batches, workdir / 'stream', mesh)
 
   def init_state():
     variables = init_variables(config, model, vocab, jax.random.PRNGKey(config.seed))
     return train_step.place_state(create_state(variables, tx))
 
-  def on_start(state, writer):
-    overview = parameter_overview.get_parameter_overview(
-        jax.device_get(state.params), include_stats=False)
-    logging.info('STREAM parameters (backbone %s):\n%s',
-                 'frozen' if backbone_frozen(config) else 'trained', overview)
-    writer.write_texts(0, {'parameters': f'```\n{overview}\n```'})
-
-  state, final = training_loop.run_pretraining(
-      'stream', config, workdir, num_steps=num_steps,
-      steps_per_epoch=info.steps_per_epoch, init_state=init_state, train_step=train_step,
+  backbone = 'frozen' if backbone_frozen(config) else 'trained'
+  path, final = runner.pretrain(config, workdir, runner.Pretraining(
+      kind=artifacts.STREAM, num_steps=num_steps, steps_per_epoch=info.steps_per_epoch,
+      eval_every_epochs=config.stream.eval_every_epochs, init_state=init_state,
+      train_step=train_step,
       batches=lambda start: input_pipeline.create_datasets(
           config, vocab, start_step=start, batch_size=batch_size)[0],
-      evaluator=evaluator, on_start=on_start,
-      eval_every_epochs=config.stream.eval_every_epochs)
-  meta = {'phase': 'stream', 'source': 'trained', 'vocab_size': len(vocab),
-          'model': {'captioner': config.model.captioner.to_dict()},
-          'steps': num_steps, 'batch_size': batch_size,
-          'init_checkpoint': config.stream.init_checkpoint or None, 'eval': final}
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  checkpointing.save_artifact(
-      artifact_dir(workdir), {ARTIFACT_KEY: variables}, vocab, meta)
-  console.say(f'STREAM artifact written to {artifact_dir(workdir)} (test BLEU-4 greedy '
+      hook=hook, parameters=lambda state: {f'captioner (backbone {backbone})': state.params},
+      artifact_variables=lambda state: {artifacts.CAPTIONER: {
+          'params': state.params, 'batch_stats': state.batch_stats}},
+      vocab=vocab,
+      meta=lambda final: {
+          'source': 'trained', 'vocab_size': len(vocab), 'batch_size': batch_size,
+          'init_checkpoint': config.stream.init_checkpoint or None, 'eval': final}))
+  console.say(f'STREAM artifact written to {path} (test BLEU-4 greedy '
               f"{final['bleu4_greedy']:.4f}).")
-  return artifact_dir(workdir)
-
-
-def check_config(meta: dict, config: ml_collections.ConfigDict, path: Any) -> None:
-  """Raises ValueError naming every architecture field where `meta` and config differ."""
-  artifact_check.check_architecture(meta, config, {ARTIFACT_KEY: ARCHITECTURE_FIELDS},
-                                    path, 'STREAM')
-
-
-def load_captioner(path: epath.Path | str, config: ml_collections.ConfigDict | None = None
-                   ) -> tuple[Any, vocab_lib.Vocabulary, dict]:
-  """Loads a STREAM artifact.
-
-  Args:
-    path: artifact directory (`artifact_dir(workdir)` or a converted one).
-    config: if given, its `model.captioner` must match the recorded one.
-  Returns:
-    (captioner variables {'params', 'batch_stats'} as numpy arrays, vocabulary,
-    metadata).
-  Raises:
-    FileNotFoundError: incomplete artifact.
-    ValueError: not a captioner artifact, or a config mismatch (names the fields).
-  """
-  variables, vocab, meta = checkpointing.load_artifact(path)
-  if not isinstance(variables, dict) or ARTIFACT_KEY not in variables:
-    keys = sorted(variables) if isinstance(variables, dict) else type(variables).__name__
-    raise ValueError(f'{path} holds {keys}, not a STREAM artifact (no {ARTIFACT_KEY!r} '
-                     'variables)')
-  if config is not None:
-    check_config(meta, config, path)
-  return variables[ARTIFACT_KEY], vocab, meta
+  return path

@@ -15,9 +15,9 @@ entries they did not use. Pass `template` (e.g. `jax.eval_shape(model.init,
 
 from typing import Any, Iterator, Mapping
 
-from flax import traverse_util
 import numpy as np
 
+from mirrorgan_jax import artifacts
 from mirrorgan_jax.pretrained import torch_layout
 
 StateDict = torch_layout.StateDict
@@ -59,32 +59,12 @@ def _strip_data_parallel(state_dict: StateDict) -> StateDict:
   return state_dict
 
 
-def check_against(variables: Variables, template: Variables) -> None:
-  """Raises ValueError unless `variables` has exactly the names and shapes of `template`.
-
-  Args:
-    variables: converted variables.
-    template: the model's variables or their shapes (e.g. from jax.eval_shape).
-  """
-  got = traverse_util.flatten_dict(variables, sep='/')
-  want = traverse_util.flatten_dict(dict(template), sep='/')
-  problems = [f'missing from the checkpoint: {k}' for k in sorted(set(want) - set(got))]
-  problems += [f'not in the model: {k}' for k in sorted(set(got) - set(want))]
-  problems += [
-      f'{k}: checkpoint {tuple(np.shape(got[k]))} vs model {tuple(want[k].shape)}'
-      for k in sorted(set(got) & set(want))
-      if tuple(np.shape(got[k])) != tuple(want[k].shape)]
-  if problems:
-    raise ValueError('converted weights do not fit the model:\n  '
-                     + '\n  '.join(problems))
-
-
 def _finish(params: dict, stats: dict, template: Variables | None) -> Variables:
   out = {'params': params}
   if stats:
     out['batch_stats'] = stats
   if template is not None:
-    check_against(out, template)
+    artifacts.check_tree(out, template, 'the converted checkpoint')
   return out
 
 

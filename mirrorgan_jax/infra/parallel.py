@@ -8,6 +8,7 @@ local devices, with gradients, losses and BatchNorm statistics averaged across
 the `batch` axis. Multi-host runs build global arrays from each process's batch.
 """
 
+import dataclasses
 import functools
 from typing import Any, Callable, Sequence
 
@@ -62,46 +63,83 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, replicated(mesh))
 
 
-def data_parallel_step(fn: Callable[..., tuple[Any, Any]], mesh: Mesh,
-                       constants: Sequence[Any] = (),
-                       batch_keys: Sequence[str] | None = None):
-  """Compiles `fn(state, *constants, batch) -> (state, metrics)` over `mesh`.
+MODES = ('jit', 'pmap')
 
-  The state and `constants` (e.g. frozen networks: arguments of the compiled
-  program, never baked in as literals) are replicated, the batch is sharded on
-  `data`, the state is donated.
+
+@dataclasses.dataclass(frozen=True)
+class CompiledStep:
+  """A compiled train step: `step(state, host_batch) -> (state, metrics)`.
+
+  Attributes:
+    compiled: the jitted (or pmapped) pure step.
+    constants: the frozen pytrees as placed on the devices, passed to every call.
+    place_state: a fresh host state -> the step's layout (replicated; in pmap
+      mode with a leading device axis); without it the second call recompiles.
+    mode: 'jit' or 'pmap'.
+    batch_keys: the batch entries sent to the devices (None: all).
+    mesh: the device mesh ('jit' mode).
+  """
+  compiled: Callable[..., Any]
+  constants: tuple[Any, ...]
+  place_state: Callable[[Any], Any]
+  mode: str
+  batch_keys: tuple[str, ...] | None
+  mesh: Mesh | None
+
+  def _args(self, state, batch):
+    if self.batch_keys is not None:
+      batch = {k: batch[k] for k in self.batch_keys}
+    batch = (global_batch(batch, self.mesh) if self.mode == 'jit'
+             else split_for_pmap(batch))
+    return (state, *self.constants, batch)
+
+  def __call__(self, state, batch):
+    state, metrics = self.compiled(*self._args(state, batch))
+    if self.mode == 'pmap':  # pmean-ed metrics, equal on every device: keep scalars.
+      metrics = unreplicate(metrics)
+    return state, metrics
+
+  def lower(self, state, batch) -> jax.stages.Lowered:
+    """The lowered program (in pmap mode one device's share), for cost analysis."""
+    return self.compiled.lower(*self._args(state, batch))
+
+
+def compile_step(fn: Callable[..., tuple[Any, Any]], mesh: Mesh | None = None,
+                 constants: Sequence[Any] = (),
+                 batch_keys: Sequence[str] | None = None,
+                 mode: str = 'jit') -> CompiledStep:
+  """Compiles `fn(state, *constants, batch) -> (state, metrics)` data-parallel.
+
+  The one way every phase (and the benchmark) builds its step. 'jit': over
+  `mesh` (default: all devices), the state and `constants` (e.g. frozen
+  networks: arguments of the compiled program, never baked in as literals)
+  replicated, the batch sharded on `data`. 'pmap': over the local devices, `fn`
+  must average over `PMAP_AXIS` itself. The state is donated in both modes.
 
   Args:
     fn: the pure step.
-    mesh: the device mesh.
+    mesh: the device mesh ('jit' mode).
     constants: pytrees passed to every call after the state; placed once.
     batch_keys: the batch entries the step takes (default: all).
+    mode: 'jit' or 'pmap'.
   Returns:
-    train_step(state, host_batch) -> (state, metrics), where `host_batch` is
-    this process's numpy batch, with attributes `compiled` (the jitted `fn`),
-    `constants` (as placed on the devices), `place_state` (a fresh host state
-    -> the compiled layout, else the second call recompiles) and
-    `lower(state, host_batch)` (the `jax.stages.Lowered` program, for its cost
-    analysis).
+    The `CompiledStep`, called with this process's numpy batch.
   """
-  rep = replicated(mesh)
-  step = jax.jit(fn, in_shardings=(rep,) * (1 + len(constants)) + (batch_sharded(mesh),),
-                 out_shardings=(rep, rep), donate_argnums=0)
-  on_device = tuple(replicate(c, mesh) for c in constants)
-
-  def args(state, batch):
-    if batch_keys is not None:
-      batch = {k: batch[k] for k in batch_keys}
-    return (state, *on_device, global_batch(batch, mesh))
-
-  def train_step(state, batch):
-    return step(*args(state, batch))
-
-  train_step.compiled = step
-  train_step.constants = on_device
-  train_step.place_state = functools.partial(replicate, mesh=mesh)
-  train_step.lower = lambda state, batch: step.lower(*args(state, batch))
-  return train_step
+  if mode == 'jit':
+    mesh = mesh or create_mesh()
+    rep = replicated(mesh)
+    compiled = jax.jit(fn, in_shardings=(rep,) * (1 + len(constants)) + (batch_sharded(mesh),),
+                       out_shardings=(rep, rep), donate_argnums=0)
+    on_device = tuple(replicate(c, mesh) for c in constants)
+    place_state = functools.partial(replicate, mesh=mesh)
+  elif mode == 'pmap':
+    compiled = jax.pmap(fn, axis_name=PMAP_AXIS, donate_argnums=0)
+    on_device = tuple(replicate_for_pmap(c) for c in constants)
+    place_state = replicate_for_pmap
+  else:
+    raise ValueError(f'parallel.mode must be one of {MODES}, got {mode!r}')
+  return CompiledStep(compiled, on_device, place_state, mode,
+                      None if batch_keys is None else tuple(batch_keys), mesh)
 
 
 def split_for_pmap(batch):

@@ -11,23 +11,20 @@ EMA generator (`semantic_probe`).
 
 import functools
 
-from absl import logging
-from clu import parameter_overview
 from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mirrorgan_jax import console
-from mirrorgan_jax import damsm_training
-from mirrorgan_jax import fast_init
-from mirrorgan_jax import gan_step
-from mirrorgan_jax import image_grid
-from mirrorgan_jax import parallel
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import console
+from mirrorgan_jax.infra import fast_init
+from mirrorgan_jax.phases import gan_step
+from mirrorgan_jax.infra import image_grid
+from mirrorgan_jax.infra import parallel
 from mirrorgan_jax import sampling
-from mirrorgan_jax import semantic_probe
-from mirrorgan_jax import stream_training
-from mirrorgan_jax import training_loop
+from mirrorgan_jax.phases import semantic_probe
+from mirrorgan_jax.phases import runner
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.models import factory
@@ -35,22 +32,7 @@ from mirrorgan_jax.models import factory
 NUM_SAMPLE_CAPTIONS = 8  # Captions shown in the sample grids.
 
 
-def load_frozen(config: ml_collections.ConfigDict, workdir: epath.Path,
-                vocab: vocab_lib.Vocabulary) -> gan_step.Frozen:
-  """The pretrained text encoder and captioner of `workdir`, checked against `vocab`."""
-  encoders, damsm_vocab, _ = damsm_training.load_encoders(
-      damsm_training.artifact_dir(workdir), config)
-  captioner, stream_vocab, _ = stream_training.load_captioner(
-      stream_training.artifact_dir(workdir), config)
-  for name, other in (('DAMSM', damsm_vocab), ('STREAM', stream_vocab)):
-    if other != vocab:
-      raise ValueError(
-          f'the {name} artifact was trained with a different vocabulary ({len(other)} '
-          f'words) than this run ({len(vocab)} words); retrain it or use its vocabulary')
-  return gan_step.Frozen(text_encoder=encoders['text_encoder'], captioner=captioner)
-
-
-class SampleWriter:
+class SampleGridHook:
   """Grids of fixed captions and noise at every stage, from raw and EMA G."""
 
   def __init__(self, config, models: factory.Models, frozen: gan_step.Frozen,
@@ -91,7 +73,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
                        vocab: vocab_lib.Vocabulary) -> gan_step.GanState:
   """Trains MirrorGAN to `train.num_epochs`, resuming from the workdir's checkpoints."""
   workdir = epath.Path(workdir)
-  frozen = load_frozen(config, workdir, vocab)
+  pretrained = artifacts.load_pretrained(workdir, config, vocab)
+  frozen = gan_step.Frozen(text_encoder=pretrained.text_encoder,
+                           captioner=pretrained.captioner)
   pmap = config.parallel.mode == 'pmap'
   models = factory.create_models(
       config, len(vocab), bn_axis_name=parallel.PMAP_AXIS if pmap else None)
@@ -106,15 +90,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
 
   def on_start(state, writer):
     state = parallel.unreplicate(state) if pmap else state
-    overview = '\n\n'.join(
-        f'{name}\n' + parameter_overview.get_parameter_overview(params, include_stats=False)
-        for name, params in (('generator', state.g_params),
-                             ('discriminators', state.d_params)))
-    logging.info('GAN parameters:\n%s', overview)
-    writer.write_texts(0, {'parameters': f'```\n{overview}\n```'})
+    runner.log_parameters('GAN', {'generator': state.g_params,
+                                  'discriminators': state.d_params}, writer)
 
-  samples = SampleWriter(config, models, frozen, vocab, eval_batches,
-                         workdir / 'gan' / 'samples')
+  samples = SampleGridHook(config, models, frozen, vocab, eval_batches,
+                           workdir / 'gan' / 'samples')
   probe = semantic_probe.SemanticProbe(config, models, frozen, vocab, workdir,
                                        eval_batches, pmap=pmap)
 
@@ -128,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
     samples(state, step, writer)
     probe(state, step, writer)
 
-  phase = training_loop.Phase(
+  phase = runner.Phase(
       name='gan', num_steps=num_steps, init_state=init_state, train_step=train_step,
       batches=lambda start: input_pipeline.create_datasets(config, vocab, start_step=start)[0],
       evaluate=evaluate,
@@ -136,7 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
       checkpoint_every=config.train.checkpoint_every_steps,
       keep_checkpoints=config.train.keep_checkpoints,
       profile_steps=tuple(config.train.profile_steps), on_start=on_start)
-  state = training_loop.run(phase, workdir)
+  state = runner.run(phase, workdir)
   console.say(f'GAN training finished after {num_steps} steps '
               f'({config.train.batch_size} examples per step).')
   return state

@@ -1,26 +1,31 @@
-"""The loop shared by every training phase (DAMSM, STREAM, GAN).
+"""The loop shared by every training phase, and the pretraining-phase runner.
 
 A phase supplies its state, its compiled step and a batch source; this loop adds
 what every phase needs: resume from the newest good checkpoint, periodic and
 final saves, SIGTERM (preemption) saves, a NaN/Inf guard that stops before a bad
 state is saved, clu summaries (process 0 only), progress with steps/s and ETA,
-and `jax.profiler` traces of chosen steps.
+and `jax.profiler` traces of chosen steps. `pretrain` runs a pretraining phase
+(DAMSM, STREAM, oracle: a `Pretraining`) through it: parameter overview at the
+start, evaluation hook every few epochs, then the phase's artifact.
 """
 
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from absl import logging
 from clu import metric_writers
+from clu import parameter_overview
 from clu import periodic_actions
 from etils import epath
 import jax
 import numpy as np
+import optax
 
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import console
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import checkpointing
+from mirrorgan_jax.infra import console
 
 State = Any
 Batch = Any
@@ -189,35 +194,100 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
   return state
 
 
-def run_pretraining(name: str, config, workdir: epath.Path | str, *, num_steps: int,
-                    steps_per_epoch: int, init_state: Callable[[], State],
-                    train_step: Callable[[State, Batch], tuple[State, Metrics]],
-                    batches: Callable[[int], Iterator[Batch]], evaluator: Any,
-                    on_start: Callable[[State, Any], None] | None = None,
-                    eval_every_epochs: int = 1) -> tuple[State, dict[str, float]]:
-  """Runs a pretraining phase (DAMSM, STREAM) evaluated every few epochs and at the end.
+class EvalHook(Protocol):
+  """A pretraining phase's evaluation, run by the loop as `Phase.evaluate`."""
+  last: Any  # Scalars of the latest evaluation, or None.
+
+  def compute(self, state: State) -> tuple[Any, Any]:
+    """(scalars as `last` holds them, extras for summaries) of `state`."""
+
+  def __call__(self, state: State, step: int, writer: Any) -> None:
+    """Evaluates, sets `last` and writes summaries."""
+
+
+@dataclasses.dataclass
+class Pretraining:
+  """What a pretraining phase (DAMSM, STREAM, oracle) plugs into `pretrain`.
+
+  Attributes:
+    kind: the artifact it writes (its `phase` names the workdir sub-directory).
+    num_steps, init_state, train_step, batches: as in `Phase`.
+    steps_per_epoch: train steps per epoch.
+    eval_every_epochs: epochs between evaluations (the last step is always one).
+    hook: the evaluation.
+    parameters: state -> {name: params}, for the parameter overview at start.
+    artifact_variables: state -> {key: variables} of the artifact (`kind.keys`).
+    meta: final evaluation -> the artifact's phase-specific metadata.
+    vocab: saved with the artifact (None: networks without text).
+  """
+  kind: artifacts.Kind
+  num_steps: int
+  steps_per_epoch: int
+  eval_every_epochs: int
+  init_state: Callable[[], State]
+  train_step: Callable[[State, Batch], tuple[State, Metrics]]
+  batches: Callable[[int], Iterator[Batch]]
+  hook: EvalHook
+  parameters: Callable[[State], dict[str, Any]]
+  artifact_variables: Callable[[State], dict[str, Any]]
+  meta: Callable[[Any], dict[str, Any]]
+  vocab: Any = None
+
+
+def apply_gradients(state: State, tx: optax.GradientTransformation, grads: Any,
+                    **changes: Any) -> State:
+  """`state` after one `tx` update of `state.params` by `grads`: step + 1, `changes`.
+
+  For the pretraining states (fields step, params, opt_state).
+  """
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       opt_state=opt_state, **changes)
+
+
+def report_eval(name: str, step: int, scalars: dict[str, float], writer) -> None:
+  """One console line and the `eval/<key>` summaries of an evaluation's scalars."""
+  console.say(f'{name} eval at step {step}: '
+              + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
+  writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+
+
+def log_parameters(name: str, params: dict[str, Any], writer) -> None:
+  """Logs and writes (as text summary 'parameters') the overview of {key: params}."""
+  overview = '\n\n'.join(
+      f'{key}\n' + parameter_overview.get_parameter_overview(
+          jax.device_get(p), include_stats=False) for key, p in params.items())
+  logging.info('%s parameters:\n%s', name, overview)
+  writer.write_texts(0, {'parameters': f'```\n{overview}\n```'})
+
+
+def pretrain(config, workdir: epath.Path | str,
+             p: Pretraining) -> tuple[epath.Path, Any]:
+  """Runs a pretraining phase, evaluated every few epochs, and writes its artifact.
 
   Args:
-    name: the phase name (workdir sub-directory).
-    config: experiment config (`train` cadences of logs and checkpoints).
+    config: experiment config (`train` cadences of logs and checkpoints; the
+      architecture sections `p.kind` records).
     workdir: run directory.
-    num_steps, steps_per_epoch, init_state, train_step, batches, on_start: as
-      in `Phase`.
-    evaluator: called as `Phase.evaluate`; has `.last` (the scalars of its
-      latest evaluation, or None) and `.compute(state) -> (scalars, extras)`.
-    eval_every_epochs: epochs between evaluations (the last step is always one).
+    p: the phase.
   Returns:
-    (final state, scalars of the final evaluation).
+    (the artifact directory, the final evaluation).
   """
   phase = Phase(
-      name=name, num_steps=num_steps, init_state=init_state, train_step=train_step,
-      batches=batches, evaluate=evaluator,
-      eval_every=eval_every_epochs * steps_per_epoch,
+      name=p.kind.phase, num_steps=p.num_steps, init_state=p.init_state,
+      train_step=p.train_step, batches=p.batches, evaluate=p.hook,
+      eval_every=p.eval_every_epochs * p.steps_per_epoch,
       log_every=config.train.log_every_steps,
       checkpoint_every=config.train.checkpoint_every_steps,
-      keep_checkpoints=config.train.keep_checkpoints, on_start=on_start)
+      keep_checkpoints=config.train.keep_checkpoints,
+      on_start=lambda state, writer: log_parameters(p.kind.name, p.parameters(state),
+                                                    writer))
   state = run(phase, workdir)
-  final = evaluator.last
+  final = p.hook.last
   if final is None:  # Resumed after the last step: the loop evaluated nothing.
-    final, _ = evaluator.compute(state)
-  return state, final
+    final, _ = p.hook.compute(state)
+  meta = {'phase': p.kind.phase, **artifacts.meta_sections(config, p.kind),
+          'steps': p.num_steps, **p.meta(final)}
+  path = artifacts.directory(workdir, p.kind)
+  artifacts.save(path, p.artifact_variables(state), p.vocab, meta)
+  return path, final

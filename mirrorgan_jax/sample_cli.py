@@ -1,6 +1,6 @@
 r"""Samples a trained MirrorGAN from any sentence.
 
-  python -m mirrorgan_jax.sample --workdir DIR --text "a small red star left of a blue \
+  python -m mirrorgan_jax.sample_cli --workdir DIR --text "a small red star left of a blue \
       circle" [--text ...] [--captions-file F] [--num-samples 8] [--seed S] \
       [--out DIR] [--drop-unknown-words] [--batch-size B] [--config FILE [--config.x=y]]
 
@@ -27,7 +27,7 @@ import math
 import sys
 from typing import Sequence
 
-from mirrorgan_jax import runtime_env
+from mirrorgan_jax.infra import runtime_env
 
 runtime_env.set_defaults()  # Before TensorFlow and JAX start.
 
@@ -39,10 +39,10 @@ from PIL import ImageDraw
 from PIL import ImageFont
 import tensorflow as tf
 
-from mirrorgan_jax import cli_errors
-from mirrorgan_jax import config_loading
-from mirrorgan_jax import console
-from mirrorgan_jax import image_grid
+from mirrorgan_jax.infra import cli_errors
+from mirrorgan_jax.infra import config_loading
+from mirrorgan_jax.infra import console
+from mirrorgan_jax.infra import image_grid
 from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
 # pylint: enable=g-import-not-at-top
@@ -123,7 +123,7 @@ def caption_figure(result: sampling.SampleResult, index: int) -> np.ndarray:
 # ----------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='python -m mirrorgan_jax.sample', allow_abbrev=False,
+      prog='python -m mirrorgan_jax.sample_cli', allow_abbrev=False,
       description='Generate images from sentences with a trained MirrorGAN.',
       epilog='Config overrides (--config.a.b=value) follow --config.')
   parser.add_argument('--workdir', required=True,

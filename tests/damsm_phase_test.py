@@ -12,8 +12,9 @@ from PIL import Image
 import pytest
 
 from configs import shapes
-from mirrorgan_jax import checkpointing
-from mirrorgan_jax import damsm_training as dt
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import checkpointing
+from mirrorgan_jax.phases import damsm as dt
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.models import factory
@@ -46,15 +47,15 @@ def _flat(tree):
 # ------------------------------------------------------------ end to end
 def test_end_to_end_writes_checkpoints_summaries_and_artifact(trained):
   config, vocab, workdir, path = trained
-  assert path == dt.artifact_dir(workdir) == workdir / 'damsm' / 'artifact'
-  assert checkpointing.artifact_exists(path)
+  assert path == artifacts.directory(workdir, artifacts.DAMSM) == workdir / 'damsm' / 'artifact'
+  assert artifacts.exists(path, artifacts.DAMSM)
   assert checkpointing.Checkpointer(workdir / 'damsm' / 'checkpoints').latest_step() == 6
   assert list((workdir / 'damsm').glob('events.out.tfevents.*'))
   grid = np.asarray(Image.open(workdir / 'damsm' / 'attention_6.png'))
   # 6 images x (image + 12 word maps) cells of 32 px with 2 px padding.
   assert grid.shape == (6 * 34 + 2, 13 * 34 + 2, 3)
 
-  variables, loaded_vocab, meta = dt.load_encoders(path, config)
+  variables, loaded_vocab, meta = artifacts.read(path, artifacts.DAMSM, config)
   assert loaded_vocab == vocab
   assert set(variables['text_encoder']) == {'params'}
   assert set(variables['image_encoder']) == {'params', 'batch_stats'}
@@ -66,14 +67,14 @@ def test_end_to_end_writes_checkpoints_summaries_and_artifact(trained):
   for k in ('word_loss0', 'word_loss1', 'sentence_loss0', 'sentence_loss1'):
     assert 0.0 < ev[k] < 20.0, k
   assert ev['loss'] == pytest.approx(ev['word_loss'] + ev['sentence_loss'])
-  assert ev['r_precision/num_images'] == 32 and ev['r_precision/num_mismatched'] == 99
+  assert ev['r_precision/num_images'] == 32 and ev['r_precision/num_mismatched'] == config.eval.r_precision_mismatched
   for k in (1, 2, 3):
     assert 0.0 <= ev[f'r_precision/top{k}_mean'] <= 1.0
   assert (ev['r_precision/top1_mean'] <= ev['r_precision/top2_mean']
           <= ev['r_precision/top3_mean'])
 
 
-def test_load_encoders_config_check_names_fields(trained):
+def test_artifact_config_check_names_fields(trained):
   config, _, _, path = trained
   other = config.copy_and_resolve_references()
   other.model.text_encoder.hidden_size = 32
@@ -82,19 +83,19 @@ def test_load_encoders_config_check_names_fields(trained):
   other.model.image_encoder.train_backbone = False  # Neither.
   with pytest.raises(ValueError, match=r'text_encoder.hidden_size: artifact 8, config 32'
                      ) as e:
-    dt.load_encoders(path, other)
+    artifacts.read(path, artifacts.DAMSM, other)
   assert 'small_cnn_features: artifact [8, 16], config (8, 32)' in str(e.value)
   assert 'dropout' not in str(e.value) and 'train_backbone' not in str(e.value)
-  dt.load_encoders(path)  # Without a config: no check.
+  artifacts.read(path, artifacts.DAMSM)  # Without a config: no check.
 
 
-def test_load_encoders_rejects_other_artifacts(tmp_path):
-  checkpointing.save_artifact(tmp_path, {'captioner': {'params': {'w': np.zeros(2)}}},
-                              vocab_lib.Vocabulary(['<end>', 'a']), {'phase': 'stream'})
+def test_other_artifacts_are_rejected(tmp_path):
+  artifacts.save(tmp_path, {'captioner': {'params': {'w': np.zeros(2)}}},
+                 vocab_lib.Vocabulary(['<end>', 'a']), {'phase': 'stream'})
   with pytest.raises(ValueError, match='not a DAMSM artifact'):
-    dt.load_encoders(tmp_path)
+    artifacts.read(tmp_path, artifacts.DAMSM)
   with pytest.raises(FileNotFoundError, match='meta.json'):
-    dt.load_encoders(tmp_path / 'nothing')
+    artifacts.read(tmp_path / 'nothing', artifacts.DAMSM)
 
 
 def test_init_from_artifact_copies_weights_and_checks_vocabulary(trained):
@@ -104,7 +105,7 @@ def test_init_from_artifact_copies_weights_and_checks_vocabulary(trained):
   config.damsm.init_image_encoder = str(path)
   models = factory.create_models(config, len(vocab))
   got = dt.init_variables(config, models, vocab, jax.random.PRNGKey(1))
-  saved, _, _ = dt.load_encoders(path)
+  saved, _, _ = artifacts.read(path, artifacts.DAMSM)
   want = _flat(saved)
   for k, v in _flat(got).items():
     np.testing.assert_array_equal(v, want[k], err_msg=k)
@@ -123,7 +124,7 @@ def test_frozen_backbone_stays_bit_identical_and_fixed_batch_loss_falls(trained)
   config.model.image_encoder.train_backbone = False
   config.damsm.learning_rate = 1e-2
   models = factory.create_models(config, len(vocab))
-  variables, _, _ = dt.load_encoders(path, config)
+  variables, _, _ = artifacts.read(path, artifacts.DAMSM, config)
   tx = dt.create_optimizer(config, steps_per_epoch=1000)
   step = dt.make_train_step(config, models, tx, steps_per_epoch=1000)
   state = step.place_state(dt.create_state(jax.tree.map(jnp.asarray, variables), tx,

@@ -24,13 +24,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mirrorgan_jax import console
-from mirrorgan_jax import oracle_training
-from mirrorgan_jax import parallel
+from mirrorgan_jax import artifacts
+from mirrorgan_jax.infra import console
+from mirrorgan_jax.infra import parallel
 from mirrorgan_jax import sampling
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
-from mirrorgan_jax.data import preprocessing
+from mirrorgan_jax.data import shapes_labels
+from mirrorgan_jax.evaluation import oracle_accuracy
 from mirrorgan_jax.evaluation import redescription_attributes
 from mirrorgan_jax.models import factory
 
@@ -54,29 +55,29 @@ class SemanticProbe:
                frozen: Any, vocab: vocab_lib.Vocabulary, workdir: epath.Path,
                eval_batches, pmap: bool = False):
     num = config.train.probe_samples
-    self.enabled = num > 0 and config.data.name == oracle_training.DATASET
-    path = oracle_training.artifact_dir(workdir)
+    self.enabled = num > 0 and config.data.name == shapes_labels.DATASET
+    path = artifacts.directory(workdir, artifacts.ORACLE)
     if self.enabled and not path.exists():
       logging.warning('Semantic probe off: no oracle artifact at %s (run --mode oracle).',
                       path)
       self.enabled = False
     if not self.enabled:
       return
-    records = oracle_training.test_records(config)
+    records = shapes_labels.test_records(config)
     num = min(num, len(records.captions))
     self.captions = [c[0] for c in records.captions[:num]]
     self.labels = {a: v[:num] for a, v in records.labels.items()}
     self.num_objects = records.num_objects[:num]
     self.ids, self.lengths, _ = sampling.encode_texts(vocab, self.captions,
                                                       config.data.words_num)
-    self.oracle = oracle_training.load_oracle(path, config)
+    self.oracle = artifacts.load_oracle(path, config)
     g = config.model.generator
     z_key, eps_key = jax.random.split(jax.random.PRNGKey(config.seed + 2))
     self.z = jax.random.normal(z_key, (num, g.z_dim))
     self.eps = jax.random.normal(eps_key, (num, g.condition_dim))
     self.models, self.frozen, self.vocab, self.pmap = models, frozen, vocab, pmap
     self.max_len = config.model.captioner.max_decode_len
-    key = preprocessing.image_key(input_pipeline.stage_sizes(config)[-1])
+    key = input_pipeline.final_image_key(config)
     self.real_images = self._real_images(eval_batches, key, num)
     self.real_written = False
 
@@ -95,9 +96,9 @@ class SemanticProbe:
   def _accuracies(self, images: np.ndarray, redescriptions: list[str], source) -> dict:
     out = {}
     if source is not None:
-      mask = oracle_training.mention_mask(source, self.num_objects)
+      mask = oracle_accuracy.mention_mask(source, self.num_objects)
       predictions = self.oracle.predict(images)
-      out.update({f'probe/oracle/{a}': acc for a, (acc, n) in oracle_training.accuracy(
+      out.update({f'probe/oracle/{a}': acc for a, (acc, n) in oracle_accuracy.accuracy(
           predictions, self.labels, mask).items() if n})
     prefix = 'probe/redescription' if source is not None else 'probe/redescription_real'
     out.update({f'{prefix}/{a}': acc for a, acc in redescription_attributes.attribute_accuracy(

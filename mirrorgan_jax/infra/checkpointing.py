@@ -1,0 +1,118 @@
+"""Orbax checkpoints of the training state (keep-N, async, resume, SIGTERM).
+
+`Checkpointer` keeps the training state of one phase under `<workdir>/<phase>/`,
+saved every N steps and at the end, restored onto the current shardings from
+the newest checkpoint that loads. A newest checkpoint that fails to load
+(corrupt files) is reported and the previous one is used; checkpoints cut off
+mid-write are never finalised by Orbax and so never seen. The frozen networks
+the phases leave behind are artifacts (`artifacts.py`).
+"""
+
+import os
+import signal
+import threading
+from typing import Any
+
+from absl import logging
+from etils import epath
+import orbax.checkpoint as ocp
+
+from mirrorgan_jax.infra import console
+
+
+def resolve(path: os.PathLike | str) -> epath.Path:
+  """Local paths made absolute (Orbax refuses relative ones); URLs (gs://) as given."""
+  text = os.fspath(path)
+  return epath.Path(text if '://' in text else os.path.abspath(text))
+
+
+class Checkpointer:
+  """Saves and restores a training state pytree with Orbax."""
+
+  def __init__(self, directory: os.PathLike | str, *, max_to_keep: int = 3,
+               asynchronous: bool = True):
+    self.directory = resolve(directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True,
+            enable_async_checkpointing=asynchronous),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, meta: dict | None = None) -> None:
+    """Saves `state` (and JSON-able `meta`) as step `step` (async)."""
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        meta=ocp.args.JsonSave(meta or {})), force=True)
+
+  def state_metadata(self, step: int) -> Any:
+    """The saved state's tree of array metadata (`.shape`, `.dtype`) at `step`."""
+    return self.manager.item_metadata(step)['state'].tree
+
+  def restore(self, abstract_state: Any) -> tuple[Any, dict, int] | None:
+    """Restores the newest loadable checkpoint.
+
+    Args:
+      abstract_state: a pytree of `jax.ShapeDtypeStruct` (with shardings) or
+        arrays shaped like the state, e.g. from `jax.eval_shape`; or a function
+        step -> that pytree (e.g. from `state_metadata`; an unreadable one
+        counts as a corrupt checkpoint).
+    Returns:
+      (state, meta, step), or None when the directory has no checkpoint.
+    """
+    self.manager.reload()
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        abstract = abstract_state(step) if callable(abstract_state) else abstract_state
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            meta=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except  # any corruption
+        logging.info('Checkpoint %s/%d cannot be restored: %s: %s', self.directory, step,
+                     type(e).__name__, e)
+        console.say(f'Checkpoint {self.directory}/{step} is unreadable '
+                    f'({type(e).__name__}); trying the previous one.')
+        continue
+      console.say(f'Restored {self.directory} at step {step}.')
+      return restored['state'], dict(restored['meta'] or {}), step
+    if steps:
+      raise RuntimeError(
+          f'None of the checkpoints {steps} in {self.directory} could be restored '
+          '(--verbosity=0 shows why). Move the directory away to start from scratch.')
+    return None
+
+  def wait(self) -> None:
+    """Blocks until pending async saves are written."""
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+class PreemptionFlag:
+  """Turns SIGTERM (preemption) into a flag the training loop polls.
+
+  The loop saves a checkpoint and exits cleanly when `requested` is set.
+  """
+
+  def __init__(self):
+    self.requested = False
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    else:
+      self._previous = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint before exiting.')
+    self.requested = True
+
+  def restore_handler(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)

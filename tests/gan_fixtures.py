@@ -6,7 +6,6 @@ import numpy as np
 
 from configs import shapes
 from mirrorgan_jax.phases import gan_step
-from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.models import factory
 
 VOCAB = 30
@@ -34,7 +33,7 @@ def random_batch(config, seed=0):
   batch = {'caption_ids': ids, 'caption_len': lengths,
            'mismatch_ids': np.roll(ids, 1, 0), 'mismatch_len': np.roll(lengths, 1),
            'class_id': np.arange(b, dtype=np.int32)}
-  for size in input_pipeline.stage_sizes(config):
+  for size in factory.stage_sizes(config):
     batch[f'image_{size}'] = rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32)
   return batch
 
@@ -44,7 +43,7 @@ def random_frozen(config, models: factory.Models, seed=1) -> gan_step.Frozen:
   batch = random_batch(config)
   ids, lengths = jnp.asarray(batch['caption_ids']), jnp.asarray(batch['caption_len'])
   k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-  final = input_pipeline.stage_sizes(config)[-1]
+  final = factory.stage_sizes(config)[-1]
   return gan_step.Frozen(
       text_encoder=models.text_encoder.init(k1, ids, lengths),
       captioner=models.captioner.init(k2, jnp.zeros((2, final, final, 3)), ids[:2],

@@ -37,7 +37,7 @@ from ml_collections import config_flags
 
 from mirrorgan_jax.benchmark import peak_flops
 from mirrorgan_jax.benchmark import train_speed
-from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.models import factory
 
 # Vocabulary sizes of the datasets (CUB / COCO: AttnGAN's released encoders).
 DEFAULT_VOCAB_SIZES = {'captioned_shapes': 80, 'cub': 5450, 'coco2014_captions': 27297}
@@ -173,7 +173,7 @@ def report(options: Options, env: dict[str, Any],
       'steps': options.steps, 'warmup': options.warmup, 'vocab_size': options.vocab_size,
       'dtypes': list(options.dtypes), 'phases': list(options.phases),
       'parallel_mode': c.parallel.mode,
-      'image_sizes': list(input_pipeline.stage_sizes(c)),
+      'image_sizes': list(factory.stage_sizes(c)),
       'batch_sizes': {'gan': c.train.batch_size, 'damsm': c.damsm.batch_size,
                       'stream': c.stream.batch_size,
                       'sampling': list(options.sample_batch_sizes)},

@@ -45,7 +45,6 @@ from mirrorgan_jax import sampling
 from mirrorgan_jax.phases import stream as stream_phase
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.benchmark import peak_flops
-from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.models import factory
 
@@ -135,7 +134,7 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, vocab_si
   batch = {'caption_ids': ids, 'caption_len': lengths,
            'mismatch_ids': np.roll(ids, 1, axis=0), 'mismatch_len': np.roll(lengths, 1),
            'class_id': np.arange(batch_size, dtype=np.int32)}
-  for size in input_pipeline.stage_sizes(config):
+  for size in factory.stage_sizes(config):
     batch[preprocessing.image_key(size)] = rng.uniform(
         -1.0, 1.0, (batch_size, size, size, 3)).astype(np.float32)
   return batch

@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import preprocessing
+from mirrorgan_jax.models import factory
 
 Batch = dict[str, np.ndarray]
 _FEATURES = ('image', 'captions', 'class_id')
@@ -45,16 +46,10 @@ class DataInfo:
   num_eval_examples: int  # In the whole eval split.
 
 
-def stage_sizes(config: ml_collections.ConfigDict) -> tuple[int, ...]:
-  """Image sides of the generator stages, e.g. (64, 128, 256)."""
-  g = config.model.generator
-  return tuple(g.base_size * 2**i for i in range(g.num_stages))
-
-
 def final_image_key(config: ml_collections.ConfigDict) -> str:
   """Batch key of the final stage's real image ('image_64'): what DAMSM, STREAM,
   the captioner loss and the evaluations read."""
-  return preprocessing.image_key(stage_sizes(config)[-1])
+  return preprocessing.image_key(factory.stage_sizes(config)[-1])
 
 
 def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -112,7 +107,7 @@ class _Preprocessor:
 
   def __init__(self, config: ml_collections.ConfigDict, vocab: vocab_lib.Vocabulary):
     self.config = config
-    self.sizes = stage_sizes(config)
+    self.sizes = factory.stage_sizes(config)
     self.table = preprocessing.make_lookup_table(vocab)
 
   def _image(self, encoded: tf.Tensor, seed: tf.Tensor | None) -> dict[str, tf.Tensor]:
@@ -255,7 +250,7 @@ def create_datasets(
   eval_ds = eval_ds.prefetch(config.data.prefetch).with_options(_options())
 
   info = DataInfo(
-      image_sizes=stage_sizes(config), local_batch_size=local_batch,
+      image_sizes=factory.stage_sizes(config), local_batch_size=local_batch,
       steps_per_epoch=steps_per_epoch,
       num_train_examples=builder.info.splits[config.data.train_split].num_examples,
       num_eval_examples=num_eval)

@@ -17,6 +17,7 @@ import numpy as np
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.evaluation import fid
 from mirrorgan_jax.evaluation import inception_metrics
+from mirrorgan_jax.models import factory
 
 REFERENCE_FILE = 'fid_reference.npz'  # Default FID cache under <workdir>/eval.
 RANDOM_INCEPTION_SIZE = 75  # Random weights: the smallest input Inception-v3 takes.
@@ -56,7 +57,7 @@ def reference_fingerprint(config: ml_collections.ConfigDict,
                           extractor_fingerprint: str) -> str:
   """Extractor and real images (dataset, split, size): the cache's identity."""
   d = config.data
-  size = input_pipeline.stage_sizes(config)[-1]
+  size = factory.stage_sizes(config)[-1]
   return (f'{extractor_fingerprint}; real {d.name}/{d.builder_config} '
           f'{d.eval_split} split at {size}px')
 

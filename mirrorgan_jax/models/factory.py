@@ -33,6 +33,12 @@ def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
   return jnp.dtype(name)
 
 
+def stage_sizes(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """Image sides of the generator stages (and their discriminators), e.g. (64, 128, 256)."""
+  g = config.model.generator
+  return tuple(g.base_size * 2**i for i in range(g.num_stages))
+
+
 def create_models(config: ml_collections.ConfigDict, vocab_size: int,
                   bn_axis_name: str | None = None) -> Models:
   """Module definitions for `config`.
@@ -48,7 +54,6 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
   m = config.model
   dtype = compute_dtype(config)
   g = m.generator
-  sizes = [g.base_size * 2**i for i in range(g.num_stages)]
   return Models(
       text_encoder=text_encoder_lib.TextEncoder(
           vocab_size=vocab_size, embedding_dim=m.text_encoder.embedding_dim,
@@ -71,7 +76,7 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
       discriminators={
           f'd{s}': discriminators.Discriminator(
               image_size=s, ndf=m.discriminator.ndf, dtype=dtype,
-              bn_axis_name=bn_axis_name) for s in sizes},
+              bn_axis_name=bn_axis_name) for s in stage_sizes(config)},
       # The captioner's backbone stays differentiable even when it is not trained:
       # L_stream's gradient reaches G through it. STREAM pretraining freezes it
       # with `image_encoder.trainable_mask` instead.

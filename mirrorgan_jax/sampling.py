@@ -57,12 +57,28 @@ def generate(generator: nn.Module, text_encoder: nn.Module, g_variables, text_va
     z: noise [B, z_dim]; eps: conditioning-augmentation noise [B, condition_dim].
   Returns:
     {'images': list per stage of [B, S, S, 3] in [-1, 1], 'attention': list per
-    refinement stage of word-attention maps [B, H, W, T]}.
+    refinement stage of word-attention maps [B, H, W, T], 'sentence_attention':
+    list per refinement stage of `sentence_attention_map`s [B, H, W] (empty for
+    the 'word_only' GLAM)}.
   """
   words, sentence = text_encoder.apply(text_variables, ids, lengths, train=False)
   out = generator.apply(g_variables, z, sentence, words, lengths=lengths, train=False,
                         eps=eps)
-  return {'images': out['images'], 'attention': out['attention']}
+  return {'images': out['images'], 'attention': out['attention'],
+          'sentence_attention': [sentence_attention_map(beta, generator.glam)
+                                 for beta in out['sentence_attention']]}
+
+
+def sentence_attention_map(beta: jax.Array, glam: str) -> jax.Array:
+  """One map over the image of the sentence attention beta [B, H, W, M] -> [B, H, W].
+
+  'paper' GLAM: beta is a softmax over the H x W positions per channel, so the mean
+  over channels is a distribution over the image (sums to 1): where the sentence
+  code goes. 'reference': beta is a softmax over channels at each pixel (every
+  channel mean is 1/M), so the map is the largest channel weight per pixel: where
+  the sentence code is concentrated on few channels.
+  """
+  return beta.mean(axis=-1) if glam == 'paper' else beta.max(axis=-1)
 
 
 # ----------------------------------------------------------------- captions
@@ -257,6 +273,8 @@ class SampleResult:
     images: per stage, float32 [N, K, S, S, 3] in [-1, 1] (S = stage size).
     attention: per refinement stage, word-attention maps [N, K, H, W, words_num]
       (H, W: the previous stage's size; columns past a caption's length are 0).
+    sentence_attention: per refinement stage, `sentence_attention_map`s
+      [N, K, H, W] (none for the 'word_only' GLAM).
     redescription_ids: int32 [N, K, max_decode_len], STREAM captions of the
       final images (0 from <end> on); redescriptions: the same as text.
     seed: the noise seed; step: the GAN step of the checkpoint.
@@ -266,6 +284,7 @@ class SampleResult:
   lengths: np.ndarray
   images: list[np.ndarray]
   attention: list[np.ndarray]
+  sentence_attention: list[np.ndarray]
   redescription_ids: np.ndarray
   redescriptions: list[list[str]]
   seed: int
@@ -335,7 +354,8 @@ def sample(trained: Any, texts: Sequence[str], num_samples: int = 8, seed: int =
   out = jax.tree.map(lambda x: x.reshape((n, k) + x.shape[1:]), out)
   return SampleResult(
       captions=reports, ids=ids, lengths=lengths, images=out['images'],
-      attention=out['attention'], redescription_ids=out['redescription_ids'],
+      attention=out['attention'], sentence_attention=out['sentence_attention'],
+      redescription_ids=out['redescription_ids'],
       redescriptions=[[trained.vocab.decode(r) for r in caption]
                       for caption in out['redescription_ids']],
       seed=seed, step=trained.step)

@@ -19,10 +19,11 @@ ALLOWED = {
     'sampling': {'infra', 'models', 'tokenizer', 'vocab'},
     'evaluation': {'artifacts', 'data', 'infra', 'models', 'sampling', 'tokenizer',
                    'trained_model', 'vocab'},
+    'demo': {'data', 'infra', 'models', 'sampling', 'trained_model', 'vocab'},
     'phases': {'artifacts', 'data', 'evaluation', 'infra', 'models', 'sampling',
                'trained_model', 'tokenizer', 'vocab'},
 }
-INFERENCE = ('trained_model', 'sampling', 'evaluation')
+INFERENCE = ('trained_model', 'sampling', 'evaluation', 'demo')
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -86,6 +87,13 @@ def test_inference_reaches_no_training_code():
         todo.append(target)
     assert not {m for m in seen if _group(m) == 'phases'}, start
     assert not {m for m in seen if 'optax' in imports[m][1]}, start
+
+
+def test_only_the_demo_imports_gradio():
+  """Gradio is the demo's optional extra: training and inference run without it."""
+  modules = _modules()
+  users = {name for name, path in modules.items() if 'gradio' in _imports(path, modules)[1]}
+  assert users and all(_group(name) == 'demo' for name in users), users
 
 
 def test_import_parser_sees_both_kinds_of_import(tmp_path):

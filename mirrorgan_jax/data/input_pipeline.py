@@ -81,6 +81,21 @@ def _read(builder, split: str) -> tf.data.Dataset:
   return ds.map(lambda ex: {k: ex[k] for k in _FEATURES})
 
 
+def eval_captions(config: ml_collections.ConfigDict, num: int) -> list[str]:
+  """The first caption of each of the first `num` eval images, in file order.
+
+  Raises:
+    FileNotFoundError: the dataset is not prepared in `config.data.data_dir`
+      (nothing is built or downloaded here).
+  """
+  builder = _builder(config)
+  if not builder.is_prepared():
+    raise FileNotFoundError(f'{builder.name} is not prepared in '
+                            f'{config.data.data_dir or "the default TFDS data dir"}')
+  ds = _read(builder, config.data.eval_split).take(num).map(lambda ex: ex['captions'][0])
+  return [c.decode('utf-8') for c in tfds.as_numpy(ds)]
+
+
 def build_vocabulary(config: ml_collections.ConfigDict) -> vocab_lib.Vocabulary:
   """Vocabulary of every train + eval caption (reference §1.1), or the given file."""
   if config.data.vocab_path:

@@ -47,6 +47,26 @@ def tile(cells: np.ndarray, pad: int = 2) -> np.ndarray:
   return out
 
 
+def attention_overlays(images: np.ndarray, maps: np.ndarray) -> np.ndarray:
+  """Attention maps drawn in red over their images.
+
+  Args:
+    images: uint8 [n, S, S, 3].
+    maps: attention maps [n, T, h, w] (resized bilinearly to S x S).
+  Returns:
+    float32 [n, T, S, S, 3] in [0, 255]; each map is min-max normalised (a
+    uniform map shows nothing).
+  """
+  n, size, cols = images.shape[0], images.shape[1], maps.shape[1]
+  heat = np.asarray(jax.image.resize(jnp.asarray(maps, jnp.float32),
+                                     (n, cols, size, size), 'bilinear'))
+  low = heat.min(axis=(2, 3), keepdims=True)
+  heat = (heat - low) / np.maximum(heat.max(axis=(2, 3), keepdims=True) - low, 1e-12)
+  base = images[:, None].astype(np.float32)
+  return base * (1.0 - 0.7 * heat[..., None]) + 0.7 * heat[..., None] * np.array(
+      [255.0, 40.0, 0.0])
+
+
 def attention_grid(images: np.ndarray, maps: np.ndarray, lengths: np.ndarray,
                    max_words: int) -> np.ndarray:
   """One row per image: the image, then its attention map over each word.
@@ -57,21 +77,13 @@ def attention_grid(images: np.ndarray, maps: np.ndarray, lengths: np.ndarray,
     lengths: [n] caption lengths; cells past a caption's end stay white.
     max_words: columns of maps shown.
   Returns:
-    uint8 grid (see `image_grid.tile`); each map is min-max normalised (a
-    uniform map shows nothing) and drawn in red over the image.
+    uint8 grid (see `image_grid.tile`) of `attention_overlays`.
   """
-  n, size = images.shape[0], images.shape[1]
   cols = min(max_words, maps.shape[1])
-  heat = np.asarray(jax.image.resize(jnp.asarray(maps[:, :cols], jnp.float32),
-                                     (n, cols, size, size), 'bilinear'))
-  low = heat.min(axis=(2, 3), keepdims=True)
-  heat = (heat - low) / np.maximum(heat.max(axis=(2, 3), keepdims=True) - low, 1e-12)
-  base = images[:, None].astype(np.float32)
-  overlay = base * (1.0 - 0.7 * heat[..., None]) + 0.7 * heat[..., None] * np.array(
-      [255.0, 40.0, 0.0])
+  overlay = attention_overlays(images, maps[:, :cols])
   overlay = np.where((np.arange(cols)[None, :] < lengths[:, None])[..., None, None, None],
                      overlay, 255.0)
-  cells = np.concatenate([base, overlay], axis=1)
+  cells = np.concatenate([images[:, None].astype(np.float32), overlay], axis=1)
   return tile(np.clip(np.rint(cells), 0, 255).astype(np.uint8))
 
 

@@ -1,0 +1,1 @@
+"""A local web demo of a trained run: `python -m mirrorgan_jax.demo --workdir DIR`."""

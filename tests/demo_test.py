@@ -198,3 +198,17 @@ def test_page_in_headless_chromium(smoke_run, engine, tmp_path):
   finally:
     page.close()
   assert (tmp_path / 'demo.png').stat().st_size > 10_000
+
+
+def test_latency_benchmark_writes_its_table(smoke_run, tmp_path, capsys):
+  from mirrorgan_jax.benchmark import demo_latency  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'latency.json'
+  assert demo_latency.main(['demo_latency', '--workdir', str(smoke_run.workdir),
+                            '--requests', '2', '--sample_counts', '1,3',
+                            '--out', str(out)]) == 0
+  result = json.loads(out.read_text())
+  assert set(result['requests']) == {'1', '3'}
+  for row in result['requests'].values():
+    assert 0 < row['min_s'] <= row['median_s'] <= row['max_s']
+  assert result['load_s'] > 0 and result['compile_s'] > 0 and result['first_request_s'] > 0
+  assert '| 3 |' in capsys.readouterr().out

@@ -13,7 +13,9 @@ skipped, the GAN phase resumes from its checkpoints, and eval is skipped when
 evaluates).
 `--config` takes the ml_collections syntax (`configs/cub.py:smoke`,
 `--config.train.batch_size=8`). Multi-host: `--distributed` (or
-MIRRORGAN_DISTRIBUTED=1) calls `jax.distributed.initialize()`.
+MIRRORGAN_DISTRIBUTED=1) joins the job (`infra.multihost.join`: at most
+`--distributed_timeout` seconds; a dead peer is noticed within
+`--heartbeat_timeout`), and every process must have the same config.
 """
 
 import json
@@ -36,6 +38,7 @@ from mirrorgan_jax import artifacts
 from mirrorgan_jax.infra import cli_errors
 from mirrorgan_jax.infra import config_check
 from mirrorgan_jax.infra import console
+from mirrorgan_jax.infra import multihost
 from mirrorgan_jax.phases import damsm as damsm_phase
 from mirrorgan_jax.phases import gan as gan_phase
 from mirrorgan_jax.phases import oracle as oracle_phase
@@ -59,6 +62,10 @@ _COORDINATOR = flags.DEFINE_string(
     'SLURM/MPI; TPU pods detect it).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..n-1.')
+_JOIN_TIMEOUT = flags.DEFINE_integer(
+    'distributed_timeout', 300, 'Seconds to wait for every process to join the job.')
+_HEARTBEAT = flags.DEFINE_integer(
+    'heartbeat_timeout', 100, 'Seconds after which the others notice a process that died.')
 _VERBOSE = flags.DEFINE_bool(
     'verbose', False, 'Show the traceback of user errors (bad config, busy or missing '
     'paths) instead of one error line.')
@@ -93,6 +100,7 @@ def run(config, workdir: epath.Path, mode: str) -> None:
     raise ValueError(f'--mode oracle needs data.name {shapes_labels.DATASET!r} (the oracle '
                      'learns its ground-truth attribute labels); this config has '
                      f'{config.data.name!r}')
+  multihost.check_same_config(config)
   config_check.check(
       config, jax.device_count(), jax.process_count(),
       dataset_prepared=(config.data.name not in config_check.MANUAL_DATASETS
@@ -142,9 +150,9 @@ def main(argv):
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; the GPUs belong to JAX.
   if _DISTRIBUTED.value:
     # Unset values are detected (Cloud TPU, SLURM, Open MPI, Kubernetes).
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    with cli_errors.reported(cli_errors.USER_ERRORS, _VERBOSE.value):
+      multihost.join(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                     _JOIN_TIMEOUT.value, _HEARTBEAT.value)
   if _PROFILER_PORT.value:
     jax.profiler.start_server(_PROFILER_PORT.value)
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).',

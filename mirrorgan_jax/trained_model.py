@@ -50,10 +50,6 @@ def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
     raise ValueError(f'{path} is not valid JSON ({e})') from e
 
 
-def _is_array_metadata(x: Any) -> bool:
-  return hasattr(x, 'shape') and hasattr(x, 'dtype')
-
-
 def restore_ema_generator(workdir: epath.PathLike) -> tuple[dict[str, Any], int]:
   """The EMA generator variables of the newest restorable GAN checkpoint of `workdir`.
 
@@ -67,19 +63,11 @@ def restore_ema_generator(workdir: epath.PathLike) -> tuple[dict[str, Any], int]
   if not directory.exists():
     raise FileNotFoundError(f'no GAN checkpoints at {directory}; train first '
                             '(python -m mirrorgan_jax.main --mode gan)')
-  ckpt = checkpointing.Checkpointer(directory, asynchronous=False)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  as_saved = lambda step: jax.tree.map(  # The saved layout, on one device.
-      lambda x: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype, sharding=device),
-      ckpt.state_metadata(step), is_leaf=_is_array_metadata)
-  try:
-    restored = ckpt.restore(as_saved)
-  finally:
-    ckpt.close()
+  restored = checkpointing.restore_as_saved(directory)
   if restored is None:
     raise FileNotFoundError(f'no GAN checkpoint in {directory}; train first '
                             '(python -m mirrorgan_jax.main --mode gan)')
-  state, _, step = restored
+  state, step = restored
   variables = {'params': state['ema_g_params'], 'batch_stats': state['g_batch_stats']}
   if np.ndim(state['step']):  # pmap layout: every leaf has a leading device axis.
     variables = jax.tree.map(lambda x: x[0], variables)

@@ -6,7 +6,7 @@ import pathlib
 from tests.conftest import ROOT
 
 PACKAGE = pathlib.Path(ROOT) / 'mirrorgan_jax'
-CLIS = {'main', 'sample_cli', 'benchmark', 'pretrained'}
+CLIS = {'main', 'sample_cli', 'benchmark', 'pretrained', 'compare_runs', 'multiprocess_check'}
 # Group (top-level module or folder) -> the other groups it may import.
 ALLOWED = {
     'tokenizer': set(),

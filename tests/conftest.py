@@ -40,15 +40,8 @@ class SmokeRun(NamedTuple):
 
 def logged_scalars(logdir) -> dict[tuple[int, str], float]:
   """{(step, tag): value} of every scalar summary under `logdir`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  scalars = {}
-  for events in sorted(epath.Path(logdir).glob('events.out.tfevents*')):
-    for event in tf.compat.v1.train.summary_iterator(str(events)):
-      for value in event.summary.value:
-        if value.metadata.plugin_data.plugin_name == 'scalars':
-          scalars[(event.step, value.tag)] = float(tf.make_ndarray(value.tensor))
-  return scalars
+  from mirrorgan_jax import compare_runs  # pylint: disable=g-import-not-at-top
+  return compare_runs.logged_scalars(logdir)
 
 
 # The smoke run's eval: 32 tiny eval images, round 1 (caption 1) for 5 of them,

@@ -26,13 +26,15 @@ CAPTION = 'a small red star on the left'
 
 
 # ----------------------------------------------------------------- pure parts
-def test_word_diff_marks_words_outside_the_common_blocks():
-  caption = 'a small red star on the left'.split()
-  said = 'a big red star on the right side'.split()
+def test_word_diff_marks_words_the_other_text_does_not_say():
+  caption = 'a small red star against a white background'.split()
+  said = 'a white background with a big red star on the left'.split()
   in_caption, in_said = render.word_diff(caption, said)
-  assert in_caption == [False, True, False, False, False, False, True]
-  assert in_said == [False, True, False, False, False, False, True, True]
+  assert in_caption == [False, True, False, False, True, False, False, False]
+  assert in_said == [False, False, False, True, False, True, False, False, True, True,
+                     True]
   assert render.word_diff([], ['a']) == ([], [True])
+  assert render.word_diff(['a', 'a'], ['a']) == ([False, True], [False])
 
 
 def test_user_text_is_escaped_in_errors():

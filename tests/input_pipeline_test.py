@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from configs import shapes
 from mirrorgan_jax.data import input_pipeline
@@ -85,18 +86,29 @@ def test_deterministic_and_resumable(config, vocab):
       np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_process_shards_are_disjoint_and_complete(config, vocab):
+def test_processes_keep_their_rows_of_the_one_process_batches(config, vocab):
+  whole, _, one = input_pipeline.create_datasets(config, vocab, process_count=1,
+                                                 process_index=0)
+  reference = take(whole, 14)  # Crosses an epoch boundary (12 steps/epoch).
   seen = []
   for index in range(2):
     train, evals, info = input_pipeline.create_datasets(
-        config, vocab, process_index=index, process_count=2)
-    assert info.local_batch_size == 4
-    seen.append(sum((ids_of(b) for b in take(train, info.steps_per_epoch)), []))
-    eval_ids = [i for b in evals for i, m in zip(ids_of(b), b['mask']) if m]
-    seen.append(eval_ids)
-  train0, eval0, train1, eval1 = seen
-  assert not set(train0) & set(train1) and len(train0) == len(train1) == 48
-  assert sorted(eval0 + eval1) == list(range(21))
+        config, vocab, process_index=index, process_count=2, start_step=2)
+    assert info.local_batch_size == 4 and info.steps_per_epoch == one.steps_per_epoch
+    for want, got in zip(reference[2:], take(train, 12)):
+      for key in ('image_32', 'caption_ids', 'caption_len', 'class_id'):
+        np.testing.assert_array_equal(got[key], want[key][4 * index:4 * index + 4])
+    seen.append([i for b in evals for i, m in zip(ids_of(b), b['mask']) if m])
+  assert sorted(seen[0] + seen[1]) == list(range(21))
+
+
+def test_mismatched_captions_roll_within_each_device_shard():
+  batch = {'caption_ids': tf.reshape(tf.range(12), [6, 2]), 'caption_len': tf.range(6)}
+  out = input_pipeline._add_mismatch(dict(batch), shards=2)  # pylint: disable=protected-access
+  assert out['mismatch_len'].numpy().tolist() == [2, 0, 1, 5, 3, 4]
+  assert out['mismatch_ids'].numpy()[0].tolist() == [4, 5]
+  whole = input_pipeline._add_mismatch(dict(batch), shards=1)  # pylint: disable=protected-access
+  assert whole['mismatch_len'].numpy().tolist() == [5, 0, 1, 2, 3, 4]
 
 
 def test_uneven_eval_shards_give_every_process_the_same_batch_count(config, vocab):

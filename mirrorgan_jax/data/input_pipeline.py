@@ -6,7 +6,7 @@ re-iterable eval set of numpy batches (dicts):
   image_<s>        float32 [B, s, s, 3] in [-1, 1], one per generator stage size s
   caption_ids      int32 [B, words_num], zero padded; caption_len int32 [B]
   mismatch_ids     a caption of another image of the batch (the D's wrong-pair
-  mismatch_len     term): the batch's captions rolled by one
+  mismatch_len     term): the captions rolled by one within each device's shard
   class_id         int32 [B] (DAMSM same-class negatives)
   eval only: all_caption_ids [B, N, words_num], all_caption_len [B, N] and
              mask bool [B] (False on the padding of the last batch)
@@ -16,9 +16,15 @@ each epoch is a seeded shuffle of the (undecoded) examples, and every random
 choice (caption, dropped words, crop, flip) uses a stateless seed made from the
 example's epoch and position. `start_step` therefore resumes exactly where an
 uninterrupted run would be, by skipping undecoded records (cheap).
+
+Processes: every process walks the same global order of examples (train and eval)
+and keeps its rows of each global batch (filtered before decoding), so a run over
+several processes sees exactly the batches of one process holding all the devices.
 """
 
 import dataclasses
+import functools
+import math
 from typing import Iterable, Iterator
 
 from absl import logging
@@ -169,9 +175,19 @@ class _Preprocessor:
     return out
 
 
-def _add_mismatch(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  batch['mismatch_ids'] = tf.roll(batch['caption_ids'], 1, axis=0)
-  batch['mismatch_len'] = tf.roll(batch['caption_len'], 1, axis=0)
+def _add_mismatch(batch: dict[str, tf.Tensor], shards: int) -> dict[str, tf.Tensor]:
+  """Mismatched captions: each example gets the caption of the one before it.
+
+  Within each of `shards` equal blocks of the batch (the per-device shards of a
+  process's batch), so the mismatched pairs are the same whatever the number of
+  processes the devices are spread over; with one device, a roll of the whole
+  batch as in the reference.
+  """
+  def roll(x):
+    blocks = tf.reshape(x, tf.concat([[shards, -1], tf.shape(x)[1:]], 0))
+    return tf.reshape(tf.roll(blocks, 1, axis=1), tf.shape(x))
+  batch['mismatch_ids'] = roll(batch['caption_ids'])
+  batch['mismatch_len'] = roll(batch['caption_len'])
   return batch
 
 
@@ -193,10 +209,6 @@ def _options() -> tf.data.Options:
 
 def _ceil_div(a: int, b: int) -> int:
   return -(-a // b)
-
-
-def _process_split(split: str, index: int, count: int, drop_remainder: bool) -> str:
-  return tfds.even_splits(split, n=count, drop_remainder=drop_remainder)[index]
 
 
 def create_datasets(
@@ -222,46 +234,57 @@ def create_datasets(
   if global_batch % pcount:
     raise ValueError(f'batch size {global_batch} is not divisible by {pcount} processes')
   local_batch = global_batch // pcount
+  # Data-parallel shards of the local batch (one per local device when they divide it).
+  local_shards = math.gcd(local_batch, jax.local_device_count())
   builder = get_builder(config)
   prep = _Preprocessor(config, vocab)
 
-  train_split = _process_split(config.data.train_split, pindex, pcount, True)
-  num_local = builder.info.splits[train_split].num_examples
-  steps_per_epoch = num_local // local_batch
+  train_split = config.data.train_split
+  num_train = builder.info.splits[train_split].num_examples
+  steps_per_epoch = num_train // global_batch
   if steps_per_epoch == 0:
-    raise ValueError(f'split {train_split!r} has {num_local} examples, fewer than '
-                     f'one batch of {local_batch}')
+    raise ValueError(f'split {train_split!r} has {num_train} examples, fewer than '
+                     f'one batch of {global_batch}')
   base = _read(builder, train_split)
   if config.data.cache:
     base = base.cache()  # Encoded records only: decoding happens after the skip.
   seed = config.seed
 
   def epoch_dataset(epoch):
-    ds = base.shuffle(min(config.data.shuffle_buffer, num_local),
+    ds = base.shuffle(min(config.data.shuffle_buffer, num_train),
                       seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
-    ds = ds.take(steps_per_epoch * local_batch).enumerate()
+    ds = ds.take(steps_per_epoch * global_batch).enumerate()
     return ds.map(lambda position, ex: (epoch, position, ex))
 
   start_epoch, offset = divmod(start_step, steps_per_epoch)
   train = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_dataset)
-  train = train.skip(offset * local_batch)
+  train = train.skip(offset * global_batch)
+  # Every process walks the same order and keeps its rows of each global batch
+  # (still encoded), so n processes see the batches, random draws and mismatched
+  # pairs of one process with all the devices.
+  train = train.filter(
+      lambda epoch, position, ex: (position % global_batch) // local_batch == pindex)
   train = train.map(prep.train, num_parallel_calls=tf.data.AUTOTUNE)
-  train = train.batch(local_batch, drop_remainder=True).map(_add_mismatch)
+  add_mismatch = functools.partial(_add_mismatch, shards=local_shards)
+  train = train.batch(local_batch, drop_remainder=True).map(add_mismatch)
   train = train.prefetch(config.data.prefetch).with_options(_options())
 
-  eval_split = _process_split(config.data.eval_split, pindex, pcount, False)
-  eval_ds = _read(builder, eval_split).enumerate()
+  # The eval split the same way: this process's rows of each global batch, the last
+  # global batch padded (mask False), so evaluations see the one-process batches.
+  eval_ds = _read(builder, config.data.eval_split).enumerate().filter(
+      lambda position, ex: (position % global_batch) // local_batch == pindex)
   eval_ds = eval_ds.map(prep.eval, num_parallel_calls=tf.data.AUTOTUNE)
   eval_ds = eval_ds.batch(local_batch).map(lambda b: _pad_batch(b, local_batch))
-  # Shards differ by up to one example, so one process can have a batch more than
-  # another; every process runs the same number of (collective) eval steps.
+  # A process may have no row in the last global batch; every process runs the
+  # same number of (collective) eval steps.
   num_eval = builder.info.splits[config.data.eval_split].num_examples
-  missing = (_ceil_div(_ceil_div(num_eval, pcount), local_batch)
-             - _ceil_div(builder.info.splits[eval_split].num_examples, local_batch))
+  full, rest = divmod(num_eval, global_batch)
+  mine = full * local_batch + min(max(rest - pindex * local_batch, 0), local_batch)
+  missing = _ceil_div(num_eval, global_batch) - _ceil_div(mine, local_batch)
   if missing:
     empty = eval_ds.take(1).map(lambda b: {k: tf.zeros_like(v) for k, v in b.items()})
     eval_ds = eval_ds.concatenate(empty.repeat(missing))
-  eval_ds = eval_ds.map(_add_mismatch)
+  eval_ds = eval_ds.map(add_mismatch)
   eval_ds = eval_ds.prefetch(config.data.prefetch).with_options(_options())
 
   info = DataInfo(

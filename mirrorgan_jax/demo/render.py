@@ -8,7 +8,7 @@ carry classes the browser test looks for: `mg-sample`, `mg-stage`, `mg-word-map`
 """
 
 import base64
-import difflib
+import collections
 import html
 import io
 from typing import Sequence
@@ -19,7 +19,7 @@ from PIL import Image
 from mirrorgan_jax.demo import engine
 
 DISPLAY_PX = 128  # Every image is shown this wide.
-_MAP_PX = 80  # Attention maps are shown this wide.
+_MAP_PX = 64  # Attention maps are shown this wide.
 
 STYLE = """
 .mg-sample {border: 1px solid #ddd; border-radius: 6px; padding: 8px; margin: 8px 0;}
@@ -42,19 +42,22 @@ def png_data_uri(image: np.ndarray) -> str:
 
 def word_diff(caption: Sequence[str], redescription: Sequence[str]
               ) -> tuple[list[bool], list[bool]]:
-  """Which words differ between a caption and its redescription.
+  """Which words of a caption and of its redescription the other does not say.
 
-  Words are aligned by their longest matching blocks (difflib); a word outside
-  every block differs.
+  Order is ignored ('a white background with a red star' says the same words as
+  'a red star against a white background' but 'against'): a word differs when the
+  other text has no unmatched copy of it left (counted with multiplicity).
   Returns:
     (per caption word, per redescription word): True where the word differs.
   """
-  matcher = difflib.SequenceMatcher(a=list(caption), b=list(redescription), autojunk=False)
-  in_a, in_b = [True] * len(caption), [True] * len(redescription)
-  for block in matcher.get_matching_blocks():
-    for k in range(block.size):
-      in_a[block.a + k] = in_b[block.b + k] = False
-  return in_a, in_b
+  def unmatched(words, other):
+    left = collections.Counter(other)
+    out = []
+    for w in words:
+      out.append(left[w] == 0)
+      left[w] -= 1 if left[w] else 0
+    return out
+  return unmatched(caption, redescription), unmatched(redescription, caption)
 
 
 def _marked(words: Sequence[str], differs: Sequence[bool]) -> str:

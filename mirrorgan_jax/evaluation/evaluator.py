@@ -52,7 +52,6 @@ import math
 import time
 from typing import Any, Iterator, NamedTuple
 
-from absl import logging
 from clu import metric_writers
 from etils import epath
 import jax
@@ -400,17 +399,18 @@ def evaluate(config: ml_collections.ConfigDict | None,
   Args:
     config: the run's config (None: `<workdir>/config.json`).
     workdir: the run directory.
+  Every process of a multi-process job runs the whole evaluation on its own
+  devices (no cross-process collective, so the numbers are those of one process
+  by construction) and returns the results; process 0 writes them. Restoring the
+  checkpoint is collective in Orbax, which is why no process may skip it.
+
   Returns:
-    The results, as written to `<workdir>/eval/results.json`; None on
-    processes other than 0.
+    The results, as written to `<workdir>/eval/results.json`.
   Raises:
     FileNotFoundError: missing checkpoint, artifact or Inception weights (names
       the path).
     ValueError: bad eval config, or an FID cache of another extractor or data.
   """
-  if jax.process_index() != 0:
-    logging.info('Evaluation runs on process 0 only.')
-    return None
   workdir = epath.Path(workdir)
   config = config or trained_model.load_config(workdir)
   _check_config(config)
@@ -481,8 +481,9 @@ def evaluate(config: ml_collections.ConfigDict | None,
           plan).items()}
   results['protocol'] = _protocol_notes(config)
 
-  _write(workdir, results, _grid(generated.shown),
-         _sample_text(model.vocab, plan, real, generated.redescriptions))
+  if jax.process_index() == 0:
+    _write(workdir, results, _grid(generated.shown),
+           _sample_text(model.vocab, plan, real, generated.redescriptions))
   console.say(f'Eval results written to {eval_dir(workdir) / RESULTS_FILE}:\n' + '\n'.join(
       f'  {k}: {v:.4f}' for k, v in protocol.flat_scalars(results).items()))
   return results

@@ -221,7 +221,7 @@ def load_statistics(path: epath.PathLike, fingerprint: str | None = None) -> Sta
 
 def compute_or_load_reference_stats(path: epath.PathLike, images: Iterable[np.ndarray],
                                     feature_fn: FeatureFn,
-                                    fingerprint: str = '') -> Statistics:
+                                    fingerprint: str = '', write: bool = True) -> Statistics:
   """Reference statistics of the real images, computed once and cached.
 
   Args:
@@ -231,6 +231,7 @@ def compute_or_load_reference_stats(path: epath.PathLike, images: Iterable[np.nd
     feature_fn: images -> [B, D] features, e.g. `InceptionExtractor.features`.
     fingerprint: identifies the extractor (e.g. `InceptionExtractor.fingerprint`);
       a cache made with another one raises ValueError.
+    write: write the cache when it is missing (False on all but one process).
   Returns:
     The statistics.
   """
@@ -240,6 +241,7 @@ def compute_or_load_reference_stats(path: epath.PathLike, images: Iterable[np.nd
     logging.info('FID reference statistics read from %s (%d images).', path, stats.count)
     return stats
   stats = compute_statistics(images, feature_fn)
-  save_statistics(path, stats, fingerprint)
-  logging.info('FID reference statistics of %d images written to %s.', stats.count, path)
+  if write:
+    save_statistics(path, stats, fingerprint)
+    logging.info('FID reference statistics of %d images written to %s.', stats.count, path)
   return stats

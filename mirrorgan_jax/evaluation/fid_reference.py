@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 
 from absl import logging
 from etils import epath
+import jax
 import ml_collections
 import numpy as np
 
@@ -84,4 +85,5 @@ def reference_statistics(config: ml_collections.ConfigDict, workdir: epath.PathL
   key = input_pipeline.final_image_key(config)
   return fid.compute_or_load_reference_stats(
       reference_path(config, workdir), _real_images(eval_batches, key),
-      extractor.features, reference_fingerprint(config, extractor.fingerprint))
+      extractor.features, reference_fingerprint(config, extractor.fingerprint),
+      write=jax.process_index() == 0)  # Every process computes them; one writes.

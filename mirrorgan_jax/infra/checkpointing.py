@@ -15,6 +15,7 @@ from typing import Any
 
 from absl import logging
 from etils import epath
+import jax
 import orbax.checkpoint as ocp
 
 from mirrorgan_jax.infra import console
@@ -93,6 +94,33 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _is_array_metadata(x: Any) -> bool:
+  return hasattr(x, 'shape') and hasattr(x, 'dtype')
+
+
+def restore_as_saved(directory: os.PathLike | str) -> tuple[Any, int] | None:
+  """The newest restorable state of `directory` as saved, on this process's first device.
+
+  Reads the checkpoint by its own metadata: no training code or abstract state is
+  needed (sampling, comparisons of runs). A state saved under `pmap` keeps its
+  leading device axis.
+  Returns:
+    (state pytree of arrays, step), or None when there is no checkpoint.
+  Raises:
+    RuntimeError: no checkpoint could be restored (corrupt; names the path).
+  """
+  ckpt = Checkpointer(directory, asynchronous=False)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  as_saved = lambda step: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype, sharding=device),
+      ckpt.state_metadata(step), is_leaf=_is_array_metadata)
+  try:
+    restored = ckpt.restore(as_saved)
+  finally:
+    ckpt.close()
+  return None if restored is None else (restored[0], restored[2])
 
 
 class PreemptionFlag:

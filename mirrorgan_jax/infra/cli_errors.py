@@ -14,10 +14,12 @@ from typing import Iterator, NoReturn, Sequence
 from absl import flags
 
 from mirrorgan_jax.infra import config_check
+from mirrorgan_jax.infra import multihost
 from mirrorgan_jax.infra import workdir_lock
 
 # Errors of the user's making once the flags are parsed.
-USER_ERRORS = (config_check.ConfigError, workdir_lock.WorkdirInUse, FileNotFoundError,
+USER_ERRORS = (config_check.ConfigError, workdir_lock.WorkdirInUse, multihost.JobError,
+               FileNotFoundError,
                PermissionError, IsADirectoryError, NotADirectoryError)
 # Operating-system errors that are the machine's state, not a bug: a full disk
 # or quota, a read-only file system.

@@ -1,7 +1,7 @@
 r"""Runs a config as several JAX processes on this machine and checks it equals one process.
 
   python -m mirrorgan_jax.multiprocess_check [--config configs/shapes.py:smoke] \
-      [--modes jit,pmap] [--processes 2] [--devices 4] [--root DIR] [--timeout 900]
+      [--modes jit] [--processes 2] [--devices 4] [--root DIR] [--timeout 900]
 
 For each `parallel.mode`: trains every phase and evaluates (`main --mode all`) once
 as 1 process holding `--devices` CPU devices, then as `--processes` processes holding
@@ -161,11 +161,11 @@ def main(argv: Sequence[str]) -> int:
   """Runs the CLI; returns 0 when every mode's runs are equal."""
   parser = argparse.ArgumentParser(prog='python -m mirrorgan_jax.multiprocess_check')
   parser.add_argument('--config', default='configs/shapes.py:smoke')
-  parser.add_argument('--modes', default='jit,pmap')
+  parser.add_argument('--modes', default='jit', help='parallel.mode values, e.g. jit,pmap')
   parser.add_argument('--processes', type=int, default=2)
   parser.add_argument('--devices', type=int, default=4)
   parser.add_argument('--root', default='/tmp/mirrorgan_multiprocess_check')
-  parser.add_argument('--timeout', type=float, default=900,
+  parser.add_argument('--timeout', type=float, default=600,
                       help='seconds per run before its processes are killed')
   args = parser.parse_args(list(argv[1:]))
   try:

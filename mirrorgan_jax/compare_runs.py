@@ -3,8 +3,8 @@ r"""Compares two runs of the same config: logged losses, final parameters, eval 
   python -m mirrorgan_jax.compare_runs WORKDIR_A WORKDIR_B [--rtol 1e-3] [--atol 1e-4] \
       [--tree_rtol 1e-3]
 
-What must agree, phase by phase (`damsm`, `stream`, `oracle`, `gan`, those present
-in A):
+What must agree, phase by phase (`damsm`, `stream`, `oracle`, `gan`, `eval`, those
+present in A):
 - every continuous scalar summary of the phase (losses, norms, rms) logged under
   `train/` or `eval/` at every step, each within `atol + rtol * |value|`;
   decisions (accuracies, R-precision, BLEU, the probe) are left out: a logit that
@@ -34,7 +34,7 @@ import numpy as np
 from mirrorgan_jax import artifacts
 from mirrorgan_jax.infra import checkpointing
 
-PHASES = ('damsm', 'stream', 'oracle', 'gan')
+PHASES = ('damsm', 'stream', 'oracle', 'gan', 'eval')
 _KINDS = {'damsm': artifacts.DAMSM, 'stream': artifacts.STREAM, 'oracle': artifacts.ORACLE}
 _COMPARED_PREFIXES = ('train/', 'eval/')
 _DECISIONS = ('acc', 'r_precision', 'bleu', 'oracle/', 'redescription')
@@ -176,15 +176,15 @@ def compare(a: epath.PathLike, b: epath.PathLike, rtol: float = 1e-3,
   Args:
     a, b: the workdirs.
     rtol, atol, tree_rtol: the tolerances of the module docstring.
-    phases: which phases to compare (those of them in `a`); the eval results are
-      compared with 'gan'.
+    phases: which phases to compare (those of them in `a`); 'eval' is
+      `eval/results.json`.
   """
   a, b = epath.Path(a), epath.Path(b)
   report = Report(rtol, atol, tree_rtol)
   phases = [p for p in phases if (a / p).is_dir()]
   if not phases:
     raise FileNotFoundError(f'{a} holds no phase directory ({", ".join(PHASES)})')
-  for phase in phases:
+  for phase in (p for p in phases if p != 'eval'):
     if not (b / phase).is_dir():
       report.fail(f'{phase}: missing in {b}')
       continue
@@ -196,7 +196,7 @@ def compare(a: epath.PathLike, b: epath.PathLike, rtol: float = 1e-3,
                     artifacts.read(artifacts.directory(b, _KINDS[phase]), _KINDS[phase])[0])
   if 'gan' in phases and (a / 'gan' / 'checkpoints').is_dir():
     report.tree('gan newest checkpoint', _gan_state(a), _gan_state(b))
-  if 'gan' in phases and (a / 'eval' / 'results.json').exists():
+  if 'eval' in phases and (a / 'eval' / 'results.json').exists():
     report.values('eval results.json', _results(a), _results(b))
   return report
 

@@ -147,7 +147,7 @@ def check(config: str, modes: Sequence[str], processes: int, devices: int, root:
             and _run(margs, frozen_copy(a, b + '_gan'), processes, devices, timeout)):
       return False
     reports = [compare_runs.compare(a, b, phases=('damsm', 'stream', 'oracle')),
-               compare_runs.compare(a, b + '_gan', phases=('gan',))]
+               compare_runs.compare(a, b + '_gan', phases=('gan', 'eval'))]
     for report in reports:
       print('\n'.join('  ' + line for line in report.lines))
     failed = any(r.failed for r in reports)

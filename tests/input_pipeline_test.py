@@ -4,7 +4,6 @@ import itertools
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from configs import shapes
 from mirrorgan_jax.data import input_pipeline
@@ -102,13 +101,19 @@ def test_processes_keep_their_rows_of_the_one_process_batches(config, vocab):
   assert sorted(seen[0] + seen[1]) == list(range(21))
 
 
-def test_mismatched_captions_roll_within_each_device_shard():
-  batch = {'caption_ids': tf.reshape(tf.range(12), [6, 2]), 'caption_len': tf.range(6)}
-  out = input_pipeline._add_mismatch(dict(batch), shards=2)  # pylint: disable=protected-access
-  assert out['mismatch_len'].numpy().tolist() == [2, 0, 1, 5, 3, 4]
-  assert out['mismatch_ids'].numpy()[0].tolist() == [4, 5]
-  whole = input_pipeline._add_mismatch(dict(batch), shards=1)  # pylint: disable=protected-access
-  assert whole['mismatch_len'].numpy().tolist() == [5, 0, 1, 2, 3, 4]
+def test_mismatched_captions_are_the_global_batch_rolled_by_one(config, vocab):
+  whole, _, _ = input_pipeline.create_datasets(config, vocab, process_count=1,
+                                               process_index=0)
+  reference = take(whole, 3)
+  for batch in reference:
+    np.testing.assert_array_equal(batch['mismatch_ids'], np.roll(batch['caption_ids'], 1, 0))
+    np.testing.assert_array_equal(batch['mismatch_len'], np.roll(batch['caption_len'], 1))
+  for index in range(2):
+    train, _, _ = input_pipeline.create_datasets(config, vocab, process_index=index,
+                                                 process_count=2)
+    for want, got in zip(reference, take(train, 3)):
+      for key in ('mismatch_ids', 'mismatch_len'):
+        np.testing.assert_array_equal(got[key], want[key][4 * index:4 * index + 4])
 
 
 def test_uneven_eval_shards_give_every_process_the_same_batch_count(config, vocab):
@@ -145,3 +150,11 @@ def test_batch_not_divisible_by_processes(config, vocab):
   with pytest.raises(ValueError, match='not divisible'):
     input_pipeline.create_datasets(config, vocab, batch_size=9, process_count=2,
                                    process_index=0)
+
+
+def test_eval_batches_are_the_whole_split_in_order_for_any_process_count(config, vocab):
+  batches = list(input_pipeline.eval_batches(config, vocab, 8))
+  _, whole, _ = input_pipeline.create_datasets(config, vocab, process_count=1,
+                                               process_index=0)
+  assert [ids_of(b) for b in batches] == [ids_of(b) for b in whole]
+  assert sorted(i for b in batches for i, m in zip(ids_of(b), b['mask']) if m) == list(range(21))

@@ -57,9 +57,11 @@ def _pretrained_copy(smoke_run, path):
 def _assert_trees_close(a, b):
   # 12 Adam steps at lr 1e-3 move a parameter whose gradient is ~0 by up to 1e-3 per
   # step on the sign of float noise (summation order differs between jit and pmap);
-  # 5e-5 is 5% of one step (measured: at most 1.7e-5, in 3 of 6,144 weights).
+  # 5e-5 is 5% of one step (measured: at most 1.7e-5, in 3 of 6,144 weights, on the
+  # data pillow 13 rendered; on pillow 12.3's data, 1.8e-4 in one value, also before
+  # this tolerance was set: GAN steps amplify the noise more on some data).
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=5e-5)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=5e-5)
 
 
 @pytest.fixture(scope='module')
@@ -76,8 +78,10 @@ def test_pmap_logs_the_jit_losses(runs):
   losses = [k for k in jit if k[1] in ('train/g_loss', 'train/d_loss', 'train/caption_ce',
                                        'train/ca/mu_rms', 'train/caption_ce_real')]
   assert len(losses) >= 10 and set(losses) <= set(pmap)
+  # Measured: 2.2e-4 at most (one d_loss at step 12, pillow 12.3's data; the same
+  # before the multi-process data changes), under 1e-4 on pillow 13's data.
   np.testing.assert_allclose([pmap[k] for k in losses], [jit[k] for k in losses],
-                             rtol=1e-4)
+                             rtol=1e-3)
 
 
 def test_pmap_checkpoint_samples_and_evaluates_like_jit(runs, smoke_run):

@@ -6,7 +6,7 @@ re-iterable eval set of numpy batches (dicts):
   image_<s>        float32 [B, s, s, 3] in [-1, 1], one per generator stage size s
   caption_ids      int32 [B, words_num], zero padded; caption_len int32 [B]
   mismatch_ids     a caption of another image of the batch (the D's wrong-pair
-  mismatch_len     term): the captions rolled by one within each device's shard
+  mismatch_len     term): the global batch's captions rolled by one
   class_id         int32 [B] (DAMSM same-class negatives)
   eval only: all_caption_ids [B, N, words_num], all_caption_len [B, N] and
              mask bool [B] (False on the padding of the last batch)
@@ -23,8 +23,6 @@ several processes sees exactly the batches of one process holding all the device
 """
 
 import dataclasses
-import functools
-import math
 from typing import Iterable, Iterator
 
 from absl import logging
@@ -147,17 +145,28 @@ class _Preprocessor:
         tf.shape(captions)[0], n, message=f'an example has fewer than {n} captions')
     return captions[:n]
 
-  def train(self, epoch, position, ex) -> dict[str, tf.Tensor]:
-    seed = _example_seed(self.config.seed, epoch, position)
-    image_seed, choice_seed, drop_seed = preprocessing.split_seed(seed, 3)
+  def _caption(self, ex, choice_seed, drop_seed):
     captions = self._captions(ex['captions'])
     choice = tf.random.stateless_uniform(
         [], choice_seed, 0, tf.shape(captions)[0], dtype=tf.int32)
-    ids, length = preprocessing.encode_caption(
+    return preprocessing.encode_caption(
         captions[choice], self.table, self.config.data.words_num, drop_seed)
+
+  def _seeds(self, epoch, position):
+    return preprocessing.split_seed(_example_seed(self.config.seed, epoch, position), 3)
+
+  def train(self, epoch, position, ex, previous_position, previous
+            ) -> dict[str, tf.Tensor]:
+    """An example, and as its mismatched caption the caption the example before it
+    in the global batch (`previous`) draws for itself."""
+    image_seed, choice_seed, drop_seed = self._seeds(epoch, position)
+    ids, length = self._caption(ex, choice_seed, drop_seed)
+    _, previous_choice, previous_drop = self._seeds(epoch, previous_position)
+    wrong_ids, wrong_length = self._caption(previous, previous_choice, previous_drop)
     out = self._image(ex['image'], image_seed)
     out.update(caption_ids=ids, caption_len=length,
-               class_id=tf.cast(ex['class_id'], tf.int32))
+               class_id=tf.cast(ex['class_id'], tf.int32),
+               mismatch_ids=wrong_ids, mismatch_len=wrong_length)
     return out
 
   def eval(self, position, ex) -> dict[str, tf.Tensor]:
@@ -175,19 +184,10 @@ class _Preprocessor:
     return out
 
 
-def _add_mismatch(batch: dict[str, tf.Tensor], shards: int) -> dict[str, tf.Tensor]:
-  """Mismatched captions: each example gets the caption of the one before it.
-
-  Within each of `shards` equal blocks of the batch (the per-device shards of a
-  process's batch), so the mismatched pairs are the same whatever the number of
-  processes the devices are spread over; with one device, a roll of the whole
-  batch as in the reference.
-  """
-  def roll(x):
-    blocks = tf.reshape(x, tf.concat([[shards, -1], tf.shape(x)[1:]], 0))
-    return tf.reshape(tf.roll(blocks, 1, axis=1), tf.shape(x))
-  batch['mismatch_ids'] = roll(batch['caption_ids'])
-  batch['mismatch_len'] = roll(batch['caption_len'])
+def _add_mismatch(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """Eval batches' mismatched captions: the batch's captions rolled by one."""
+  batch['mismatch_ids'] = tf.roll(batch['caption_ids'], 1, axis=0)
+  batch['mismatch_len'] = tf.roll(batch['caption_len'], 1, axis=0)
   return batch
 
 
@@ -234,8 +234,6 @@ def create_datasets(
   if global_batch % pcount:
     raise ValueError(f'batch size {global_batch} is not divisible by {pcount} processes')
   local_batch = global_batch // pcount
-  # Data-parallel shards of the local batch (one per local device when they divide it).
-  local_shards = math.gcd(local_batch, jax.local_device_count())
   builder = get_builder(config)
   prep = _Preprocessor(config, vocab)
 
@@ -259,18 +257,38 @@ def create_datasets(
   start_epoch, offset = divmod(start_step, steps_per_epoch)
   train = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_dataset)
   train = train.skip(offset * global_batch)
-  # Every process walks the same order and keeps its rows of each global batch
-  # (still encoded), so n processes see the batches, random draws and mismatched
-  # pairs of one process with all the devices.
-  train = train.filter(
-      lambda epoch, position, ex: (position % global_batch) // local_batch == pindex)
+  # Every process walks the same order and keeps its rows of each global batch (still
+  # encoded), each with the record before it in the global batch (the first row:
+  # the last one), whose caption is its mismatched caption. So n processes see the
+  # batches, random draws and wrong pairs of one process with all the devices: the
+  # reference's roll of the whole batch by one.
+  first = pindex * local_batch
+
+  def my_rows(epoch, position, ex):
+    rows = lambda x: x[first:first + local_batch]
+    before = lambda x: tf.roll(x, 1, axis=0)[first:first + local_batch]
+    return (rows(epoch), rows(position), tf.nest.map_structure(rows, ex),
+            before(position), tf.nest.map_structure(before, ex))
+
+  train = train.batch(global_batch, drop_remainder=True).map(my_rows).unbatch()
   train = train.map(prep.train, num_parallel_calls=tf.data.AUTOTUNE)
-  add_mismatch = functools.partial(_add_mismatch, shards=local_shards)
-  train = train.batch(local_batch, drop_remainder=True).map(add_mismatch)
+  train = train.batch(local_batch, drop_remainder=True)
   train = train.prefetch(config.data.prefetch).with_options(_options())
 
-  # The eval split the same way: this process's rows of each global batch, the last
-  # global batch padded (mask False), so evaluations see the one-process batches.
+  eval_ds = _eval_dataset(config, builder, prep, global_batch, pindex, pcount)
+  info = DataInfo(
+      image_sizes=factory.stage_sizes(config), local_batch_size=local_batch,
+      steps_per_epoch=steps_per_epoch,
+      num_train_examples=builder.info.splits[config.data.train_split].num_examples,
+      num_eval_examples=builder.info.splits[config.data.eval_split].num_examples)
+  return iter(tfds.as_numpy(train)), tfds.as_numpy(eval_ds), info
+
+
+def _eval_dataset(config: ml_collections.ConfigDict, builder, prep: _Preprocessor,
+                  global_batch: int, pindex: int, pcount: int) -> tf.data.Dataset:
+  """This process's rows of each global eval batch, the last one padded (mask False),
+  so evaluations see the one-process batches."""
+  local_batch = global_batch // pcount
   eval_ds = _read(builder, config.data.eval_split).enumerate().filter(
       lambda position, ex: (position % global_batch) // local_batch == pindex)
   eval_ds = eval_ds.map(prep.eval, num_parallel_calls=tf.data.AUTOTUNE)
@@ -284,13 +302,15 @@ def create_datasets(
   if missing:
     empty = eval_ds.take(1).map(lambda b: {k: tf.zeros_like(v) for k, v in b.items()})
     eval_ds = eval_ds.concatenate(empty.repeat(missing))
-  eval_ds = eval_ds.map(add_mismatch)
-  eval_ds = eval_ds.prefetch(config.data.prefetch).with_options(_options())
+  eval_ds = eval_ds.map(_add_mismatch)
+  return eval_ds.prefetch(config.data.prefetch).with_options(_options())
 
-  info = DataInfo(
-      image_sizes=factory.stage_sizes(config), local_batch_size=local_batch,
-      steps_per_epoch=steps_per_epoch,
-      num_train_examples=builder.info.splits[config.data.train_split].num_examples,
-      num_eval_examples=num_eval)
-  return iter(tfds.as_numpy(train)), tfds.as_numpy(eval_ds), info
+
+def eval_batches(config: ml_collections.ConfigDict, vocab: vocab_lib.Vocabulary,
+                 batch_size: int) -> Iterable[Batch]:
+  """The whole eval split in file order, as one process sees it with every device:
+  batches of `batch_size` (the last padded, mask False), whatever the job's
+  process count (for work each process does alone: evaluation, probes)."""
+  return tfds.as_numpy(_eval_dataset(config, get_builder(config),
+                                     _Preprocessor(config, vocab), batch_size, 0, 1))
 

@@ -417,9 +417,7 @@ def evaluate(config: ml_collections.ConfigDict | None,
   model = trained_model.load(workdir, config)
   oracle, oracle_artifact = _load_oracle(config, workdir)
   extractor, inception_note = fid_reference.inception_extractor(config)
-  _, eval_batches, _ = input_pipeline.create_datasets(
-      config, model.vocab, batch_size=config.eval.batch_size, process_index=0,
-      process_count=1)
+  eval_batches = input_pipeline.eval_batches(config, model.vocab, config.eval.batch_size)
   # Before the long generation, so that a cache of another extractor fails early.
   reference = None if extractor is None else fid_reference.reference_statistics(
       config, workdir, extractor, eval_batches)

@@ -80,7 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   models = factory.create_models(
       config, len(vocab), bn_axis_name=parallel.PMAP_AXIS if pmap else None)
   train_step = gan_step.make_train_step(config, models, frozen)
-  _, eval_batches, info = input_pipeline.create_datasets(config, vocab)
+  _, _, info = input_pipeline.create_datasets(config, vocab)
   num_steps = config.train.num_epochs * info.steps_per_epoch
 
   def init_state():
@@ -93,15 +93,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
     runner.log_parameters('GAN', {'generator': state.g_params,
                                   'discriminators': state.d_params}, writer)
 
-  samples = SampleGridHook(config, models, frozen, vocab, eval_batches,
+  # The hooks run on each process alone: the eval split in file order, not this
+  # process's rows of it.
+  in_order = input_pipeline.eval_batches(config, vocab, config.train.batch_size)
+  samples = SampleGridHook(config, models, frozen, vocab, in_order,
                            workdir / 'gan' / 'samples')
   probe = semantic_probe.SemanticProbe(config, models, frozen, vocab, workdir,
-                                       eval_batches, pmap=pmap)
+                                       in_order, pmap=pmap)
 
   # The captioner's CE on real test images: the level `caption_ce` should approach.
   real_ce = float(jax.jit(functools.partial(
       gan_step.real_caption_ce, models, config.loss.stream_end_token))(
-          frozen, next(iter(eval_batches))))
+          frozen, next(iter(in_order))))
 
   def evaluate(state, step, writer):
     writer.write_scalars(step, {'train/caption_ce_real': real_ce})

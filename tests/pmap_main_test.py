@@ -57,11 +57,12 @@ def _pretrained_copy(smoke_run, path):
 def _assert_trees_close(a, b):
   # 12 Adam steps at lr 1e-3 move a parameter whose gradient is ~0 by up to 1e-3 per
   # step on the sign of float noise (summation order differs between jit and pmap);
-  # 5e-5 is 5% of one step (measured: at most 1.7e-5, in 3 of 6,144 weights, on the
-  # data pillow 13 rendered; on pillow 12.3's data, 1.8e-4 in one value, also before
-  # this tolerance was set: GAN steps amplify the noise more on some data).
+  # 1e-3 is one step. Measured: at most 1.7e-5 (3 of 6,144 weights) on the data
+  # pillow 13 rendered; on pillow 12.3's data 5e-5 to 3.2e-4 from run to run (4 of
+  # 6,144 weights); the logged losses grow apart the same way with the code from
+  # before the multi-process data changes: the GAN steps amplify the noise more.
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=5e-5)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=1e-3)
 
 
 @pytest.fixture(scope='module')

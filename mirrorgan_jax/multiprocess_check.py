@@ -15,11 +15,6 @@ runs it with these defaults.
 `spawn` is the launcher: it starts the processes of one run, and when one of them
 fails it stops the others (a peer that died is otherwise noticed only at the next
 collective, after the heartbeat timeout), so a broken job ends in bounded time.
-
-Known open problem: under `--modes pmap` the pretraining phases of 2 processes equal
-1 process, and the GAN phase trains, but its first checkpoint save fails: Orbax
-cannot serialize pmap's host-local arrays across processes (the state would have to
-be saved as global arrays). So the default is jit only.
 """
 
 import argparse

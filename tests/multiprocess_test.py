@@ -7,8 +7,7 @@
   steps: another device count sums in another order, and Adam turns the float noise
   of gradients that are ~0 in theory into full steps, which a GAN amplifies.) Every phase and the evaluation: `launch/local_multiprocess.sh` (the slow
   test below; about 6 minutes on 2 cores). Under `pmap` the pretraining phases
-  match too, but the GAN phase cannot save its checkpoint (open; the slow test
-  expects that failure).
+  match too, but the GAN phase hangs (open; the slow test expects that failure).
 - Joining fails fast and clearly: no coordinator, a wrong process count, processes
   started with different configs.
 - `compare_runs` itself finds a difference when there is one.
@@ -56,7 +55,7 @@ def test_two_processes_equal_one_process(smoke_run, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('mode', [
     'jit', pytest.param('pmap', marks=pytest.mark.xfail(
-        reason='a 2-process pmap GAN cannot save its checkpoint (host-local arrays; open)',
+        reason='the GAN phase of a 2-process pmap job hangs at its start (open)',
         strict=True))])
 def test_every_phase_two_processes_equal_one_process(tmp_path, mode, capsys):
   assert multiprocess_check.check(f'{ROOT}/configs/shapes.py:smoke', [mode], 2, 4,

@@ -166,15 +166,5 @@ def replicate_for_pmap(tree):
 
 
 def unreplicate(tree):
-  """This process's first device's copy of a pmap-replicated pytree.
-
-  Every copy is equal; the local one is read without a cross-process computation
-  (`x[0]` of an array spread over several processes is one, which only this
-  process would run).
-  """
-  def first(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      local = x.addressable_data(0)
-      return local[0] if local.ndim == x.ndim else local
-    return x[0]
-  return jax.tree.map(first, tree)
+  """The first device's copy of a pmap-replicated pytree."""
+  return jax.tree.map(lambda x: x[0], tree)

@@ -4,9 +4,9 @@
 given), the frozen DAMSM encoders and STREAM captioner with their vocabulary
 (`artifacts.load_pretrained`, each file once), and the newest restorable GAN
 checkpoint, of which it keeps the EMA generator. The checkpoint is read by its
-own metadata, so no training code (optimizers, train step) is imported; a
-checkpoint written under `parallel.mode = 'pmap'` (a leading device axis on
-every leaf) is read as well, whatever the devices present now.
+own metadata, so no training code (optimizers, train step) is imported. A
+checkpoint holds one copy of the state under `parallel.mode` 'jit' and 'pmap'
+alike, whatever the devices present now.
 """
 
 import dataclasses
@@ -16,7 +16,6 @@ from typing import Any
 from etils import epath
 import jax
 import ml_collections
-import numpy as np
 
 from mirrorgan_jax import artifacts
 from mirrorgan_jax.infra import checkpointing
@@ -68,10 +67,7 @@ def restore_ema_generator(workdir: epath.PathLike) -> tuple[dict[str, Any], int]
     raise FileNotFoundError(f'no GAN checkpoint in {directory}; train first '
                             '(python -m mirrorgan_jax.main --mode gan)')
   state, step = restored
-  variables = {'params': state['ema_g_params'], 'batch_stats': state['g_batch_stats']}
-  if np.ndim(state['step']):  # pmap layout: every leaf has a leading device axis.
-    variables = jax.tree.map(lambda x: x[0], variables)
-  return variables, step
+  return {'params': state['ema_g_params'], 'batch_stats': state['g_batch_stats']}, step
 
 
 def load(workdir: epath.PathLike, config: ml_collections.ConfigDict | None = None

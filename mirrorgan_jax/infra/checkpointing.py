@@ -104,8 +104,7 @@ def restore_as_saved(directory: os.PathLike | str) -> tuple[Any, int] | None:
   """The newest restorable state of `directory` as saved, on this process's first device.
 
   Reads the checkpoint by its own metadata: no training code or abstract state is
-  needed (sampling, comparisons of runs). A state saved under `pmap` keeps its
-  leading device axis.
+  needed (sampling, comparisons of runs).
   Returns:
     (state pytree of arrays, step), or None when there is no checkpoint.
   Raises:

@@ -95,9 +95,18 @@ class CompiledStep:
 
   def __call__(self, state, batch):
     state, metrics = self.compiled(*self._args(state, batch))
-    if self.mode == 'pmap':  # pmean-ed metrics, equal on every device: keep scalars.
-      metrics = unreplicate(metrics)
+    if self.mode == 'pmap':  # pmean-ed metrics, equal on every device: keep one copy
+      # (this process's first device's, shape [1]), still on device: not waited for.
+      metrics = jax.tree.map(lambda x: x.addressable_data(0), metrics)
     return state, metrics
+
+  def to_checkpoint(self, state):
+    """`state` as checkpoints hold it (one copy, replicated over the job's devices)."""
+    return state if self.mode == 'jit' else pmap_to_checkpoint(state)
+
+  def from_checkpoint(self, state):
+    """A state restored from a checkpoint, in this step's layout."""
+    return state if self.mode == 'jit' else pmap_from_checkpoint(state)
 
   def lower(self, state, batch) -> jax.stages.Lowered:
     """The lowered program (in pmap mode one device's share), for cost analysis."""
@@ -165,6 +174,37 @@ def replicate_for_pmap(tree):
   return jax.pmap(lambda x: x)(stacked)
 
 
+def _first_copy(x):
+  """This process's first device's copy of a pmap-replicated array, as numpy.
+
+  No computation: under several processes any `x[0]` hung (found with 2 processes
+  x 2 CPU devices: the first process never got past it).
+  """
+  if not isinstance(x, jax.Array):
+    return np.asarray(x)[0]
+  local = np.asarray(x.addressable_data(0))
+  return local.reshape(x.shape[1:])
+
+
 def unreplicate(tree):
-  """The first device's copy of a pmap-replicated pytree."""
-  return jax.tree.map(lambda x: x[0], tree)
+  """This process's first device's copy of a pmap-replicated pytree (equal copies)."""
+  return jax.tree.map(_first_copy, tree)
+
+
+def pmap_to_checkpoint(tree):
+  """A pmap-replicated pytree as checkpoints hold it: one copy on every device of the job.
+
+  Orbax saves global arrays; pmap's outputs are per-process ('host-local') arrays,
+  which it cannot save across processes. The checkpoint is the same as a jit run's.
+  """
+  sharding = replicated(create_mesh())
+
+  def one(x):
+    host = np.asarray(_first_copy(x))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+  return jax.tree.map(one, tree)
+
+
+def pmap_from_checkpoint(tree):
+  """Inverse of `pmap_to_checkpoint`: the restored copy onto every local device."""
+  return replicate_for_pmap(jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree))

@@ -118,7 +118,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
       eval_every=config.train.eval_every_steps, log_every=config.train.log_every_steps,
       checkpoint_every=config.train.checkpoint_every_steps,
       keep_checkpoints=config.train.keep_checkpoints,
-      profile_steps=tuple(config.train.profile_steps), on_start=on_start)
+      profile_steps=tuple(config.train.profile_steps), on_start=on_start,
+      to_checkpoint=train_step.to_checkpoint, from_checkpoint=train_step.from_checkpoint)
   state = runner.run(phase, workdir)
   console.say(f'GAN training finished after {num_steps} steps '
               f'({config.train.batch_size} examples per step).')

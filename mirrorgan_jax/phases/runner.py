@@ -54,6 +54,8 @@ class Phase:
     keep_checkpoints: checkpoints kept.
     profile_steps: steps traced with jax.profiler (first..last, inclusive).
     on_start: optional (state, writer) -> None, e.g. a parameter overview.
+    to_checkpoint: state -> the pytree saved (pmap: one copy, see `parallel`).
+    from_checkpoint: restored pytree -> state in `train_step`'s layout.
   """
   name: str
   num_steps: int
@@ -67,11 +69,13 @@ class Phase:
   keep_checkpoints: int = 3
   profile_steps: tuple[int, ...] = ()
   on_start: Callable[[State, Any], None] | None = None
+  to_checkpoint: Callable[[State], Any] = lambda state: state
+  from_checkpoint: Callable[[Any], State] = lambda state: state
 
 
 def host_metrics(metrics: Metrics) -> dict[str, float]:
-  """Device scalars -> Python floats."""
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+  """Device scalars (or one-element arrays: pmap) -> Python floats."""
+  return {k: float(np.asarray(v).reshape(())) for k, v in jax.device_get(metrics).items()}
 
 
 def check_finite(metrics: dict[str, float], step: int, phase: str) -> None:
@@ -123,10 +127,11 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
   logdir = epath.Path(workdir) / phase.name
   ckpt = checkpointing.Checkpointer(logdir / 'checkpoints', max_to_keep=phase.keep_checkpoints)
   state = phase.init_state()
-  restored = ckpt.restore(state)
+  restored = ckpt.restore(phase.to_checkpoint(state))
   start = 0
   if restored is not None:
-    state, _, start = restored
+    saved, _, start = restored
+    state = phase.from_checkpoint(saved)
   console.say(f'{phase.name}: {"resuming" if start else "starting"} at step {start} of '
               f'{phase.num_steps}.')
   writer = create_writer(logdir)
@@ -175,7 +180,7 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
         if pending is not None:
           check_finite(pending[1], step, phase.name)
         with progress.timed('checkpoint'):
-          ckpt.save(step, state, {'phase': phase.name, 'step': step})
+          ckpt.save(step, phase.to_checkpoint(state), {'phase': phase.name, 'step': step})
       if phase.evaluate is not None and (
           last or (phase.eval_every and step % phase.eval_every == 0)):
         with progress.timed('eval'):

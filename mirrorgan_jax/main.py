@@ -161,7 +161,8 @@ def main(argv):
   with cli_errors.reported(cli_errors.FLAG_ERRORS, _VERBOSE.value):
     config = _CONFIG.value
     _ = config.data  # A config file that failed to load raises only when read.
-  with cli_errors.reported(cli_errors.USER_ERRORS, _VERBOSE.value):
+  with (cli_errors.reported(cli_errors.USER_ERRORS, _VERBOSE.value),
+        multihost.collective_failures_end_the_process()):
     run(config, epath.Path(_WORKDIR.value), _MODE.value)
 
 

@@ -1,7 +1,7 @@
 r"""Runs a config as several JAX processes on this machine and checks it equals one process.
 
   python -m mirrorgan_jax.multiprocess_check [--config configs/shapes.py:smoke] \
-      [--modes jit] [--processes 2] [--devices 4] [--root DIR] [--timeout 900]
+      [--modes jit,pmap] [--processes 2] [--devices 4] [--root DIR] [--timeout 900]
 
 For each `parallel.mode`: trains every phase and evaluates (`main --mode all`) once
 as 1 process holding `--devices` CPU devices, then as `--processes` processes holding
@@ -13,8 +13,8 @@ or the runs differ. `launch/local_multiprocess.sh`
 runs it with these defaults.
 
 `spawn` is the launcher: it starts the processes of one run, and when one of them
-fails it stops the others (a peer that died is otherwise noticed only at the next
-collective, after the heartbeat timeout), so a broken job ends in bounded time.
+fails it stops the others at once (each process would also stop on its own, within
+half the heartbeat timeout: `infra/multihost.py`), so a broken job ends in bounded time.
 """
 
 import argparse
@@ -161,7 +161,7 @@ def main(argv: Sequence[str]) -> int:
   """Runs the CLI; returns 0 when every mode's runs are equal."""
   parser = argparse.ArgumentParser(prog='python -m mirrorgan_jax.multiprocess_check')
   parser.add_argument('--config', default='configs/shapes.py:smoke')
-  parser.add_argument('--modes', default='jit', help='parallel.mode values, e.g. jit,pmap')
+  parser.add_argument('--modes', default='jit,pmap', help='parallel.mode values, e.g. jit,pmap')
   parser.add_argument('--processes', type=int, default=2)
   parser.add_argument('--devices', type=int, default=4)
   parser.add_argument('--root', default='/tmp/mirrorgan_multiprocess_check')

@@ -11,6 +11,7 @@ import time
 from etils import epath
 import jax
 import numpy as np
+import pytest
 
 from configs import shapes
 from mirrorgan_jax import artifacts
@@ -82,6 +83,9 @@ def _final_gan_params(workdir, config):
   return jax.device_get(state), step
 
 
+# `make test-slow`: in CI, tests/multiprocess_test.py kills, restarts and compares a GAN
+# run (as 2 processes; the same runner and checkpoints).
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(smoke_run, tmp_path):
   """Kill -9 after a checkpoint, restart: same final parameters as one run."""
   data_dir, pretrained = smoke_run.data_dir, smoke_run.workdir

@@ -41,7 +41,8 @@ def _parallel(mode, batches):
   state = step.place_state(gan_step.create_state(config, models, jax.random.PRNGKey(0)))
   for b in batches:
     state, metrics = step(state, b)
-  assert all(np.ndim(v) == 0 for v in metrics.values()), 'metrics must be scalars'
+  # One value per metric (pmap: this process's first copy, shape [1]), not one per device.
+  assert all(np.size(v) == 1 for v in metrics.values()), 'metrics must be one value each'
   if mode == 'pmap':
     state = parallel.unreplicate(state)
   return jax.device_get((state, metrics))

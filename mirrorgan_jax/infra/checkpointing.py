@@ -8,6 +8,7 @@ mid-write are never finalised by Orbax and so never seen. The frozen networks
 the phases leave behind are artifacts (`artifacts.py`).
 """
 
+import itertools
 import os
 import signal
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 from absl import logging
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from mirrorgan_jax.infra import console
@@ -122,23 +124,41 @@ def restore_as_saved(directory: os.PathLike | str) -> tuple[Any, int] | None:
   return None if restored is None else (restored[0], restored[2])
 
 
-class PreemptionFlag:
-  """Turns SIGTERM (preemption) into a flag the training loop polls.
+_STEPS_RUN = itertools.count(1)  # Training steps this process ran, over all phases.
 
-  The loop saves a checkpoint and exits cleanly when `requested` is set.
+
+class PreemptionFlag:
+  """Turns SIGTERM (preemption) into a stop the training loop asks for at every step.
+
+  One process: a Python SIGTERM handler sets `requested`. Several processes: JAX's
+  preemption service (its own SIGTERM notifier, started by `jax.distributed`) tells
+  every process and names one step at which all of them stop, so all save the same
+  step; a flag each process read alone would stop them at different steps, and
+  their collective save would wait forever. JAX's sync point is counted in this
+  process's training steps since it started (`_STEPS_RUN`), equal in every process:
+  with the phase's own step, a notice that came before the first step of a resumed
+  run would never be met (the service then sets the stop at count 1).
   """
 
   def __init__(self):
     self.requested = False
-    if threading.current_thread() is threading.main_thread():
+    self._previous = None
+    self._multiprocess = jax.process_count() > 1
+    if not self._multiprocess and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
-    else:
-      self._previous = None
 
   def _handle(self, signum, frame):
     del signum, frame
     logging.warning('SIGTERM received: saving a checkpoint before exiting.')
     self.requested = True
+
+  def stop_after(self, step: int) -> bool:
+    """Whether to save and exit after `step` (every process calls it at every step)."""
+    count = next(_STEPS_RUN)
+    if self._multiprocess and multihost_utils.reached_preemption_sync_point(count):
+      logging.warning('Preemption: every process saves at step %d and exits.', step)
+      self.requested = True
+    return self.requested
 
   def restore_handler(self) -> None:
     if self._previous is not None:

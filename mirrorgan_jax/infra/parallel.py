@@ -70,6 +70,9 @@ MODES = ('jit', 'pmap')
 class CompiledStep:
   """A compiled train step: `step(state, host_batch) -> (state, metrics)`.
 
+  Metrics come back on device, one value each (jit: scalars; pmap: this process's
+  first device's copy, shape [1]).
+
   Attributes:
     compiled: the jitted (or pmapped) pure step.
     constants: the frozen pytrees as placed on the devices, passed to every call.

@@ -164,7 +164,8 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
       profiler.after(step, state)
       progress(step)
       last = step == phase.num_steps
-      if step % phase.log_every == 0 or last or preemption.requested:
+      stop = preemption.stop_after(step)
+      if step % phase.log_every == 0 or last or stop:
         check_finite(pending[1], step, phase.name)
         window.append(pending[1])
         pending = None
@@ -176,7 +177,7 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
             phase.name, step, phase.num_steps,
             (step - last_line_step) / max(now - last_line, 1e-9), means))
         last_line, last_line_step = now, step
-      if step % phase.checkpoint_every == 0 or last or preemption.requested:
+      if step % phase.checkpoint_every == 0 or last or stop:
         if pending is not None:
           check_finite(pending[1], step, phase.name)
         with progress.timed('checkpoint'):
@@ -185,7 +186,7 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
           last or (phase.eval_every and step % phase.eval_every == 0)):
         with progress.timed('eval'):
           phase.evaluate(state, step, writer)
-      if preemption.requested:
+      if stop:
         ckpt.wait()
         logging.warning('%s: stopped by SIGTERM at step %d after saving.', phase.name, step)
         raise SystemExit(143)

@@ -21,13 +21,13 @@ import argparse
 import dataclasses
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from typing import Sequence
 
 from mirrorgan_jax import compare_runs
+from mirrorgan_jax.infra import ports
 
 _PEER_GRACE_S = 30  # After one process fails, the others get this long to stop.
 
@@ -42,13 +42,6 @@ class Outcome:
   @property
   def ok(self) -> bool:
     return all(code == 0 for code in self.returncodes)
-
-
-def free_port() -> int:
-  """A TCP port free on 127.0.0.1 now."""
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def spawn(args: Sequence[str], workdir: str, processes: int, devices_per_process: int,
@@ -66,7 +59,7 @@ def spawn(args: Sequence[str], workdir: str, processes: int, devices_per_process
     The `Outcome`; a process killed on timeout or after a peer failed has a
     negative return code.
   """
-  port = free_port()
+  port = ports.free_port()
   env = {**os.environ, **(extra_env or {}), 'JAX_PLATFORMS': 'cpu',
          'XLA_FLAGS': (os.environ.get('XLA_FLAGS', '') +
                        f' --xla_force_host_platform_device_count={devices_per_process}')}

@@ -150,6 +150,7 @@ def test_frozen_params_are_arguments_not_constants():
   assert abs(text128 - text16) < 0.05 * text16
 
 
+@pytest.mark.slow  # `make test-slow`: bfloat16 layers run in CI (generator_test, oracle_test).
 def test_bfloat16_compute_runs():
   config, models, frozen, state = _setup(**{'model.compute_dtype': 'bfloat16'})
   step = gan_step.make_train_step(config, models, frozen)

@@ -59,7 +59,7 @@ def run(modes) -> dict:
     result[mode] = {
         # Relative to the metric's size (at least 1): g_loss is ~90, where float32
         # summation order alone moves the 5th decimal.
-        'max_metric_diff': max(abs(float(ref_metrics[k]) - float(metrics[k]))
+        'max_metric_diff': max(abs(float(ref_metrics[k]) - float(np.asarray(metrics[k]).reshape(())))
                                / max(1.0, abs(float(ref_metrics[k]))) for k in ref_metrics),
         'max_param_diff': max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                               for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(state)))}

@@ -26,6 +26,7 @@ import pytest
 
 from mirrorgan_jax import compare_runs
 from mirrorgan_jax import multiprocess_check
+from mirrorgan_jax.infra import ports
 from tests.conftest import ROOT
 
 _TIMEOUT_S = 300
@@ -74,20 +75,23 @@ def test_two_processes_survive_kill_and_preemption_and_equal_one_process(smoke_r
      checkpoint equal the 1-process run's.
   """
   one = multiprocess_check.frozen_copy(str(smoke_run.workdir), str(tmp_path / 'one'))
-  outcome = multiprocess_check.spawn(_main_args(smoke_run), one, 1, 4, _TIMEOUT_S)
-  assert outcome.ok, open(outcome.logs[0]).read()[-3000:]
-
   many = multiprocess_check.frozen_copy(str(smoke_run.workdir), str(tmp_path / 'many'))
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=2')
   checkpoints = os.path.join(many, 'gan', 'checkpoints')
 
   def job():
-    port = multiprocess_check.free_port()
-    return [_start(i, 2, port, many, *_main_args(smoke_run), '--heartbeat_timeout=20',
+    port = ports.free_port()
+    return [_start(i, 2, port, many, *_main_args(smoke_run), '--heartbeat_timeout=30',
                    env=env) for i in range(2)]
 
+  # The 1-process run beside the first 2-process start (they share the 2 cores).
+  reference = subprocess.Popen(
+      [sys.executable, '-m', 'mirrorgan_jax.main', f'--workdir={one}', *_main_args(smoke_run)],
+      stdout=open(f'{one}.log', 'w'), stderr=subprocess.STDOUT,  # pylint: disable=consider-using-with
+      env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'))
   procs = job()
+  assert reference.wait(timeout=_TIMEOUT_S) == 0, open(f'{one}.log').read()[-3000:]
   _wait_for(lambda: os.path.isdir(os.path.join(checkpoints, '4')), procs, 'checkpoint 4')
   procs[1].kill()
   assert procs[0].wait(timeout=60) == 1, _last_line(many, 0)
@@ -127,7 +131,7 @@ def test_every_phase_two_processes_equal_one_process(tmp_path, mode, capsys):
 
 def test_joining_errors_are_clear_and_bounded(tmp_path):
   """Each case ends within the join timeout (5 s) plus start-up, with one error line."""
-  join, free_port = ('--distributed_timeout=5', _CONFIG), multiprocess_check.free_port
+  join, free_port = ('--distributed_timeout=5', _CONFIG), ports.free_port
   a, b, c = (tmp_path / name for name in 'abc')
   cases = {  # name: (workdir, {process index: process})
       # Process 1 of 2, and nobody at the coordinator's address.

@@ -26,6 +26,10 @@ from mirrorgan_jax import trained_model
 from mirrorgan_jax.evaluation import eval_protocol
 from tests import conftest
 
+# `make test-slow` (about 65 s): in CI, pmap is checked step by step on 8 devices
+# (gan_step_test) and across processes by `launch/local_multiprocess.sh` (slow too).
+pytestmark = pytest.mark.slow
+
 NUM_DEVICES = 8
 
 
@@ -102,7 +106,6 @@ def test_pmap_checkpoint_samples_and_evaluates_like_jit(runs, smoke_run):
   assert list((runs['pmap'] / 'gan' / 'samples').glob('step0000012_ema.png'))
 
 
-@pytest.mark.slow  # `make test-slow`; jit resume is in CI (main_test).
 def test_pmap_resume_matches_uninterrupted(runs, smoke_run, tmp_path):
   """Drop the final checkpoint (step 12) of the pmap run: it resumes from 6, ends the same."""
   workdir = tmp_path / 'resumed'

@@ -8,7 +8,6 @@ one at a time (the model uses every core), in the one compiled program of
 `engine.Engine`.
 """
 
-import socket
 from typing import Sequence
 
 from absl import logging
@@ -16,6 +15,7 @@ import gradio as gr
 
 from mirrorgan_jax.demo import engine as engine_lib
 from mirrorgan_jax.demo import render
+from mirrorgan_jax.infra import ports
 
 
 def answer(engine: engine_lib.Engine, text: str, num_samples: float, seed: float,
@@ -54,13 +54,6 @@ def build(engine: engine_lib.Engine, examples: Sequence[str]) -> gr.Blocks:
   return page
 
 
-def free_port(host: str) -> int:
-  """A TCP port that is free on `host` now."""
-  with socket.socket() as s:
-    s.bind((host, 0))
-    return s.getsockname()[1]
-
-
 def launch(page: gr.Blocks, host: str, port: int) -> str:
   """Serves `page` on host:port (0: a free port) in a background thread; returns its URL.
 
@@ -70,7 +63,7 @@ def launch(page: gr.Blocks, host: str, port: int) -> str:
   """
   theme = gr.themes.Default(font=['ui-sans-serif', 'system-ui', 'sans-serif'],
                             font_mono=['ui-monospace', 'monospace'])
-  _, url, _ = page.launch(server_name=host, server_port=port or free_port(host),
+  _, url, _ = page.launch(server_name=host, server_port=port or ports.free_port(host),
                           share=False,
                           prevent_thread_lock=True, quiet=True, theme=theme,
                           css=render.STYLE, footer_links=[], ssr_mode=False,

@@ -32,6 +32,8 @@ _JAX_TIMEOUT_MARGIN_S = 10  # JAX's own join timeout comes after the watchdog's.
 _BEAT_S = 1.0  # How often each process marks itself alive.
 _ALIVE_KEY = 'mirrorgan/alive/'
 _DONE = 'done'  # The value of a process that finished normally.
+_RESTART = ('Restart every process with the same command: each phase resumes from its '
+            'newest checkpoint.')
 
 
 class JobError(RuntimeError):
@@ -97,8 +99,7 @@ def collective_failures_end_the_process():
     if jax.process_count() == 1:
       raise
     _fail(f'process {jax.process_index()} of {jax.process_count()}: a computation failed '
-          f'({str(e).splitlines()[0]}); if another process stopped, restart every process '
-          'with the same command: each phase resumes from its newest checkpoint.')
+          f'({str(e).splitlines()[0]}). If another process stopped: {_RESTART}')
 
 
 def _fail(message: str) -> None:
@@ -115,8 +116,8 @@ class _PeerWatch(threading.Thread):
   key in the coordination service's key-value store each `_BEAT_S`; a peer whose
   count stands still for `stale_s` (dead, or hung) ends this process first, with
   a message that says how to resume. A process that exits normally marks itself
-  done, so the others may finish later without alarm. A lost coordinator (process 0 died) ends it
-  at once (JAX's own abort may come first).
+  done, so the others may finish later without alarm. A lost coordinator (process 0
+  died) ends it at once (JAX's own abort may come first).
   """
 
   def __init__(self, stale_s: float):
@@ -153,8 +154,7 @@ class _PeerWatch(threading.Thread):
                    for key, value in client.key_value_dir_get(_ALIVE_KEY)}
         except Exception as e:  # pylint: disable=broad-except  # XLA raises several types.
           _fail(f'process {me} of {count} lost the job\'s coordinator (process 0: it '
-                f'stopped; {type(e).__name__}). Restart every process with the same '
-                'command: each phase resumes from its newest checkpoint.')
+                f'stopped; {type(e).__name__}). {_RESTART}')
       now = time.monotonic()
       for peer, (value, since) in last.items():
         value_now = beats.get(str(peer))
@@ -162,8 +162,7 @@ class _PeerWatch(threading.Thread):
           last[peer] = (value_now, now)
         elif value_now != _DONE and now - since > self.stale_s:
           _fail(f'process {peer} of {count} stopped responding {now - since:.0f} s ago '
-                f'(it died or hangs); process {me} stops too. Restart every process '
-                'with the same command: each phase resumes from its newest checkpoint.')
+                f'(it died or hangs); process {me} stops too. {_RESTART}')
 
 
 def config_hash(config: ml_collections.ConfigDict) -> int:

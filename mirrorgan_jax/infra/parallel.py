@@ -183,10 +183,7 @@ def _first_copy(x):
   No computation: under several processes any `x[0]` hung (found with 2 processes
   x 2 CPU devices: the first process never got past it).
   """
-  if not isinstance(x, jax.Array):
-    return np.asarray(x)[0]
-  local = np.asarray(x.addressable_data(0))
-  return local.reshape(x.shape[1:])
+  return np.asarray(x.addressable_data(0)).reshape(x.shape[1:])
 
 
 def unreplicate(tree):
@@ -203,7 +200,7 @@ def pmap_to_checkpoint(tree):
   sharding = replicated(create_mesh())
 
   def one(x):
-    host = np.asarray(_first_copy(x))
+    host = _first_copy(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
   return jax.tree.map(one, tree)
 

@@ -87,12 +87,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Weight of StackGAN++'s colour consistency between consecutive stages' images
   # (`losses.color_consistency`; ref 0: not in MirrorGAN, AttnGAN or their code).
   c.loss.color_consistency = 0.0
-  # Hard wrong-caption negatives for D (`word_swap`; ref: none, every wrong caption is
-  # another image's): with probability swap_fraction a row's wrong caption is its own
-  # with one word of these attributes swapped (captioned_shapes: shape, color, size,
-  # background).
-  c.loss.swap_attributes = ()
-  c.loss.swap_fraction = 0.0
   c.loss.gamma1 = 4.0  # DAMSM region-attention temperature (ref 4).
   c.loss.gamma2 = 5.0  # DAMSM word-relevance smoothing (ref 5).
   c.loss.gamma3 = 10.0  # DAMSM logit scale (ref 10).

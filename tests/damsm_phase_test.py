@@ -15,6 +15,7 @@ from configs import shapes
 from mirrorgan_jax import artifacts
 from mirrorgan_jax.infra import checkpointing
 from mirrorgan_jax.phases import damsm as dt
+from mirrorgan_jax.evaluation import attribute_reading
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.models import factory
@@ -72,6 +73,13 @@ def test_end_to_end_writes_checkpoints_summaries_and_artifact(trained):
     assert 0.0 <= ev[f'r_precision/top{k}_mean'] <= 1.0
   assert (ev['r_precision/top1_mean'] <= ev['r_precision/top2_mean']
           <= ev['r_precision/top3_mean'])
+  # Attribute reading (evaluation/attribute_reading.py) of every attribute whose
+  # words the tiny vocabulary has; colours and backgrounds are in any 32 test scenes.
+  attributes = set(attribute_reading.tables(vocab))
+  assert {'color', 'background'} <= attributes
+  for a in attributes:
+    assert 0.0 <= ev[f'swap_accuracy/{a}'] <= 1.0, a
+    assert 0.0 <= ev[f'swap_distance/{a}'] <= 2.0, a
 
 
 def test_artifact_config_check_names_fields(trained):

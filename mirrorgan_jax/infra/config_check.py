@@ -15,7 +15,6 @@ import ml_collections
 
 from mirrorgan_jax.models import generator
 from mirrorgan_jax.models import small_cnn
-from mirrorgan_jax.phases import word_swap
 
 
 class ConfigError(ValueError):
@@ -93,10 +92,6 @@ RULES: dict[str, Rule] = {
     'loss.d_translate': NON_NEGATIVE,
     'loss.stream_translate': NON_NEGATIVE,
     'loss.color_consistency': NON_NEGATIVE,
-    'loss.swap_attributes': (f'a list of distinct names from {word_swap.ATTRIBUTES}',
-                             lambda v: isinstance(v, (list, tuple)) and len(set(v)) == len(v)
-                             and all(a in word_swap.ATTRIBUTES for a in v)),
-    'loss.swap_fraction': UNIT,
     'loss.gamma1': POSITIVE,
     'loss.gamma2': POSITIVE,
     'loss.gamma3': POSITIVE,
@@ -178,9 +173,6 @@ def problems(config: ml_collections.ConfigDict, device_count: int = 1,
     found.append(f'model.generator.initial_channels = '
                  f'{config.model.generator.initial_channels}: must be 0 or >= ngf '
                  f'({config.model.generator.ngf})')
-  if config.loss.get('swap_attributes') and config.data.name != word_swap.DATASET:
-    found.append(f'loss.swap_attributes = {tuple(config.loss.swap_attributes)}: needs '
-                 f'the word classes of {word_swap.DATASET}, not {config.data.name}')
   manual_dir = config.data.manual_dir
   if manual_dir and '://' not in manual_dir and not os.path.isdir(manual_dir):
     found.append(f'data.manual_dir = {manual_dir!r}: no such directory')

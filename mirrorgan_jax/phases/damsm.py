@@ -25,10 +25,13 @@ R-precision of generated images feeds it; the reference cropped 299 px from 355.
 Every epoch and at the end the test split is evaluated in eval mode: the four
 losses over its full batches (the reference's drop_last), R-precision of every
 real test image against its first caption and 99 captions of other classes
-drawn from all test captions (`evaluation.r_precision`), written as `eval/...`
-scalars, and a grid of test images with the DAMSM word-attention maps of their
-captions. The result is the artifact `<workdir>/damsm/artifact`: variables
-{'text_encoder': {params}, 'image_encoder': {params, batch_stats}}, vocabulary
+drawn from all test captions (`evaluation.r_precision`), on captioned_shapes
+whether the encoders read each attribute (`swap_accuracy/<attribute>`: the image
+is closer to its caption than to the caption with that word swapped, chance 0.5;
+`evaluation.attribute_reading`), written as `eval/...` scalars, and a grid of
+test images with the DAMSM word-attention maps of their captions. The result is
+the artifact `<workdir>/damsm/artifact`: variables {'text_encoder': {params},
+'image_encoder': {params, batch_stats}}, vocabulary
 and metadata. `damsm.init_text_encoder` / `init_image_encoder` start from such
 an artifact (e.g. AttnGAN's, converted by `python -m mirrorgan_jax.pretrained`).
 
@@ -55,6 +58,7 @@ from mirrorgan_jax.infra import image_grid
 from mirrorgan_jax.phases import losses
 from mirrorgan_jax.infra import parallel
 from mirrorgan_jax.phases import runner
+from mirrorgan_jax.evaluation import attribute_reading
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.evaluation import r_precision
@@ -284,13 +288,17 @@ def encoder_variables(state: DamsmState) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------- evaluation
-def _eval_step(models, loss_config, key, variables, batch):
-  """Losses, codes and attention maps of one (padded) eval batch, eval mode."""
+def _eval_step(models, loss_config, key, swap_tables, variables, batch):
+  """Losses, codes, attention maps and attribute reading of one (padded) eval batch."""
   ids, lengths = batch['caption_ids'], jnp.maximum(batch['caption_len'], 1)
   words, sentence = models.text_encoder.apply(variables[TEXT], ids, lengths)
   regions, code = models.image_encoder.apply(variables[IMAGE], batch[key])
   terms, maps = damsm_losses(loss_config, regions, code, words, sentence, lengths,
                              batch['class_id'])
+  terms.update(attribute_reading.read(
+      lambda swapped: models.text_encoder.apply(variables[TEXT], swapped, lengths)[1],
+      ids, lengths, code, sentence, swap_tables,
+      jax.random.uniform(jax.random.PRNGKey(0), (ids.shape[0], ids.shape[1] + 1))))
   b, n, t = batch['all_caption_ids'].shape
   pool_len = batch['all_caption_len'].reshape(b * n)
   _, pool = models.text_encoder.apply(variables[TEXT],
@@ -313,8 +321,12 @@ class RetrievalEvalHook:
     self.mesh = mesh or parallel.create_mesh()
     rep = parallel.replicated(self.mesh)
     loss_config = ml_collections.FrozenConfigDict(config.loss)
+    # On captioned_shapes: does DAMSM read each attribute (attribute_reading.read)?
+    self.swap_tables = (attribute_reading.tables(vocab)
+                        if config.data.name == attribute_reading.DATASET else {})
     # Outputs replicated: every process gets the global batch for R-precision.
-    self.step = jax.jit(functools.partial(_eval_step, models, loss_config, self.key),
+    self.step = jax.jit(functools.partial(_eval_step, models, loss_config, self.key,
+                                          self.swap_tables),
                         in_shardings=(rep, parallel.batch_sharded(self.mesh)),
                         out_shardings=rep)
     self.last: dict[str, float] | None = None  # Scalars of the latest evaluation.
@@ -325,13 +337,16 @@ class RetrievalEvalHook:
     Returns:
       (scalars: the four losses, 'word_loss', 'sentence_loss', 'loss' (means
        over full batches) and 'r_precision/top{1,2,3}_{mean,std}',
-       'r_precision/num_images', 'r_precision/num_mismatched';
+       'r_precision/num_images', 'r_precision/num_mismatched'; on captioned_shapes
+       'swap_accuracy/<attribute>' and 'swap_distance/<attribute>' (means of
+       `evaluation.attribute_reading` over test captions with such a word);
        sample: 'images' uint8, 'attention', 'caption_ids', 'caption_len' of up
        to NUM_ATTENTION_IMAGES test images).
     """
     variables = encoder_variables(state)
     sums, full_batches = {}, 0
     codes, sentences, classes, pool, pool_classes = [], [], [], [], []
+    reading = {name: ([], []) for name in self.swap_tables}
     sample = None
     for batch in self.eval_batches:
       images = batch[self.key]
@@ -342,6 +357,10 @@ class RetrievalEvalHook:
         full_batches += 1
         for k in ('word_loss0', 'word_loss1', 'sentence_loss0', 'sentence_loss1'):
           sums[k] = sums.get(k, 0.0) + float(out[k])
+      for name, (right, distance) in reading.items():
+        rows = mask & out[f'swap_has/{name}']
+        right.append(out[f'swap_right/{name}'][rows])
+        distance.append(out[f'swap_distance/{name}'][rows])
       codes.append(out['code'][mask])
       sentences.append(out['sentence'][mask])
       classes.append(out['class_id'][mask])
@@ -361,6 +380,10 @@ class RetrievalEvalHook:
       scalars['loss'] = scalars['word_loss'] + scalars['sentence_loss']
     else:
       logging.warning('DAMSM eval: no full eval batch, so no losses (only R-precision).')
+    for name, (right, distance) in reading.items():
+      if sum(len(r) for r in right):
+        scalars[f'swap_accuracy/{name}'] = float(np.mean(np.concatenate(right)))
+        scalars[f'swap_distance/{name}'] = float(np.mean(np.concatenate(distance)))
     scalars.update(self._r_precision(*(np.concatenate(x) for x in (
         codes, sentences, classes, pool, pool_classes))))
     return scalars, sample

@@ -24,7 +24,6 @@ from mirrorgan_jax.infra import image_grid
 from mirrorgan_jax.infra import parallel
 from mirrorgan_jax import sampling
 from mirrorgan_jax.phases import semantic_probe
-from mirrorgan_jax.phases import word_swap
 from mirrorgan_jax.phases import runner
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
@@ -80,8 +79,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   pmap = config.parallel.mode == 'pmap'
   models = factory.create_models(
       config, len(vocab), bn_axis_name=parallel.PMAP_AXIS if pmap else None)
-  train_step = gan_step.make_train_step(
-      config, models, frozen, swap_table=word_swap.table_from_config(config, vocab))
+  train_step = gan_step.make_train_step(config, models, frozen)
   _, _, info = input_pipeline.create_datasets(config, vocab)
   num_steps = config.train.num_epochs * info.steps_per_epoch
 

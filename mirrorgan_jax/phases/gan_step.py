@@ -46,7 +46,6 @@ import optax
 from mirrorgan_jax.phases import losses
 from mirrorgan_jax.infra import parallel
 from mirrorgan_jax.phases import random_translation
-from mirrorgan_jax.phases import word_swap
 from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.models import factory
 
@@ -161,8 +160,7 @@ def _d_scores(disc, variables, real, fake, sentence, wrong_sentence):
   return logits, stats
 
 
-def _gan_step(config, models, axis_name, swap_table, state: GanState, frozen: Frozen,
-              batch):
+def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch):
   """One MirrorGAN step (see the module docstring); `axis_name` set under pmap."""
   g_cfg = config.model.generator
   ids, lengths = batch['caption_ids'], batch['caption_len']
@@ -182,17 +180,11 @@ def _gan_step(config, models, axis_name, swap_table, state: GanState, frozen: Fr
 
   targets = losses.caption_target_lengths(lengths, ids.shape[1],
                                           config.loss.stream_end_token)
-  wrong_ids, wrong_lengths = batch['mismatch_ids'], batch['mismatch_len']
-  if swap_table is not None:  # Hard negatives: own captions with a word swapped.
-    noise = _draw(jax.random.uniform, jax.random.fold_in(key, 3),
-                  (local_batch, ids.shape[1] + 2), axis_name)
-    wrong_ids, wrong_lengths = word_swap.wrong_captions(
-        ids, lengths, wrong_ids, wrong_lengths, swap_table, config.loss.swap_fraction,
-        noise)
   with jax.named_scope('text_encoder'):
     encode = functools.partial(models.text_encoder.apply, frozen.text_encoder, train=False)
     words, sentence = jax.lax.stop_gradient(encode(ids, lengths))
-    _, wrong_sentence = jax.lax.stop_gradient(encode(wrong_ids, wrong_lengths))
+    _, wrong_sentence = jax.lax.stop_gradient(
+        encode(batch['mismatch_ids'], batch['mismatch_len']))
 
   def generate(g_params):
     out, mutated = models.generator.apply(
@@ -310,8 +302,7 @@ def real_caption_ce(models: factory.Models, end_token: bool, frozen: Frozen,
 
 
 def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
-                    frozen: Frozen, mesh: jax.sharding.Mesh | None = None,
-                    swap_table: word_swap.SwapTable | None = None
+                    frozen: Frozen, mesh: jax.sharding.Mesh | None = None
                     ) -> parallel.CompiledStep:
   """Compiles the GAN step for `config.parallel.mode` and binds the frozen nets.
 
@@ -323,12 +314,10 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
       (replicated) and passed to the compiled step as an argument each call
       (`train_step.constants[0]`).
     mesh: the device mesh for 'jit' mode (default: all devices).
-    swap_table: with `loss.swap_attributes`, the table of `word_swap.table_from_config`
-      (D's wrong captions are then partly attribute-swapped true captions).
   Returns:
     train_step(state, host batch) -> (state, metrics of scalars, in both modes).
   """
   mode = config.parallel.mode
   axis_name = parallel.PMAP_AXIS if mode == 'pmap' else None
-  return parallel.compile_step(functools.partial(_gan_step, config, models, axis_name, swap_table),
+  return parallel.compile_step(functools.partial(_gan_step, config, models, axis_name),
                                mesh, constants=(frozen,), mode=mode)

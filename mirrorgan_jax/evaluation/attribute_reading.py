@@ -1,0 +1,128 @@
+"""Do the DAMSM encoders read each attribute? Captions with one word swapped.
+
+DAMSM learns from in-batch negatives. A word that rarely tells two captions of a
+batch apart gets little training signal, so STEM can reach a high R-precision
+while ignoring it, and then nothing downstream (the CA input of G, the sentence
+head of D) is conditioned on it. On captioned_shapes this is measurable: swap one
+attribute word of a test caption for a word of another class of the same
+attribute ('a red star on the left' -> 'a red heart on the left'; synonyms such
+as 'circle' / 'disk' are one class, never swapped for each other) and ask
+
+  swap_accuracy/<a>: is the image code closer (cosine) to its caption than to
+    the swapped one? 0.5 = the encoders cannot tell the attribute;
+  swap_distance/<a>: 1 - cos(sentence, swapped sentence); near 0 = the text
+    encoder's sentence vector ignores the word.
+
+Word classes come from the dataset's vocabulary tables (`shapes_scene`).
+"""
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import shapes_scene
+from mirrorgan_jax.phases import losses
+
+DATASET = 'captioned_shapes'  # The only dataset with word classes.
+# Attribute -> its classes, each class the tuple of words that name it.
+_WORD_CLASSES = {
+    'shape': tuple(shapes_scene.SHAPE_WORDS.get(s, (s,)) for s in shapes_scene.SHAPES),
+    'color': tuple((c,) for c in shapes_scene.COLORS),
+    'size': tuple(shapes_scene.SIZE_WORDS[s] for s in shapes_scene.SIZES),
+    'background': tuple(shapes_scene.BACKGROUND_WORDS.get(b, (b,))
+                        for b in shapes_scene.BACKGROUNDS),
+}
+ATTRIBUTES = tuple(_WORD_CLASSES)
+
+
+class SwapTable(NamedTuple):
+  """Token-id tables of one attribute's words (int32 numpy arrays).
+
+  word_class: [V] class index of each vocabulary id, -1 for other words.
+  class_word: [C] the id that names each class (its first word).
+  """
+  word_class: np.ndarray
+  class_word: np.ndarray
+
+
+def make_table(attribute: str, vocab: vocab_lib.Vocabulary) -> SwapTable:
+  """The swap table of `attribute` (one of ATTRIBUTES) over `vocab`."""
+  if attribute not in _WORD_CLASSES:
+    raise ValueError(f'unknown attribute {attribute!r}; expected one of {ATTRIBUTES}')
+  word_class = np.full(len(vocab), -1, np.int32)
+  class_word = []
+  for c, words in enumerate(_WORD_CLASSES[attribute]):
+    if words[0] not in vocab.index:
+      raise ValueError(f'the {attribute} word {words[0]!r} is not in the vocabulary')
+    class_word.append(vocab.index[words[0]])
+    for w in words:
+      if w in vocab.index:
+        word_class[vocab.index[w]] = c
+  return SwapTable(word_class, np.asarray(class_word, np.int32))
+
+
+def tables(vocab: vocab_lib.Vocabulary) -> dict[str, SwapTable]:
+  """Tables of every attribute whose class words `vocab` has (test data may lack some)."""
+  out = {}
+  for attribute in ATTRIBUTES:
+    try:
+      out[attribute] = make_table(attribute, vocab)
+    except ValueError:
+      continue
+  return out
+
+
+def swap_one_word(ids: jax.Array, lengths: jax.Array, table: SwapTable,
+                  noise: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Each caption with one of the attribute's words replaced by another class's word.
+
+  Args:
+    ids: int [B, T] token ids; lengths: int [B].
+    table: the attribute's swap table.
+    noise: float [B, T + 1] uniform in [0, 1): columns :T choose the word (uniform
+      over the caption's words of the attribute), column T the new class (uniform
+      over the other classes).
+  Returns:
+    (swapped ids [B, T], has [B]: whether the caption had such a word; rows
+    without one are returned unchanged).
+  """
+  steps = ids.shape[1]
+  word_class = jnp.asarray(table.word_class)
+  swappable = (word_class[ids] >= 0) & (jnp.arange(steps)[None, :] < lengths[:, None])
+  has = swappable.any(axis=1)
+  position = jnp.argmax(jnp.where(swappable, noise[:, :steps], -1.0), axis=1)
+  rows = jnp.arange(ids.shape[0])
+  old = ids[rows, position]
+  n = len(table.class_word)
+  shift = 1 + jnp.floor(noise[:, steps] * (n - 1)).astype(jnp.int32)  # In [1, n - 1].
+  new = jnp.asarray(table.class_word)[(word_class[old] + shift) % n]
+  return ids.at[rows, position].set(jnp.where(has, new, old)), has
+
+
+def read(encode: Callable[[jax.Array], jax.Array], ids: jax.Array, lengths: jax.Array,
+         image_code: jax.Array, sentence: jax.Array, swap_tables: dict[str, SwapTable],
+         noise: jax.Array) -> dict[str, jax.Array]:
+  """Per-row scores of each attribute (averaged by the caller over `swap_has`).
+
+  Args:
+    encode: swapped ids [B, T] -> sentence vectors [B, D] (the text encoder).
+    ids, lengths: the captions; image_code, sentence: their images' codes and
+      sentence vectors [B, D].
+    swap_tables: attribute -> SwapTable (`tables`).
+    noise: uniform [B, T + 1], as `swap_one_word`'s.
+  Returns:
+    {'swap_has/<a>': [B] bool, 'swap_right/<a>': [B] bool (image closer to its
+     caption than to the swap), 'swap_distance/<a>': [B] float} per attribute.
+  """
+  out = {}
+  for name, table in swap_tables.items():
+    swapped, has = swap_one_word(ids, lengths, table, noise)
+    other = encode(swapped)
+    out[f'swap_has/{name}'] = has
+    out[f'swap_right/{name}'] = (losses.cosine(image_code, sentence)
+                                 > losses.cosine(image_code, other))
+    out[f'swap_distance/{name}'] = 1.0 - losses.cosine(sentence, other)
+  return out

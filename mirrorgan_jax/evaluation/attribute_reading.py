@@ -24,8 +24,8 @@ import numpy as np
 
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import shapes_scene
-from mirrorgan_jax.phases import losses
 
+_COSINE_EPS = 1e-8  # As DAMSM's cosine: dot / max(|x| |y|, eps).
 DATASET = 'captioned_shapes'  # The only dataset with word classes.
 # Attribute -> its classes, each class the tuple of words that name it.
 _WORD_CLASSES = {
@@ -75,6 +75,13 @@ def tables(vocab: vocab_lib.Vocabulary) -> dict[str, SwapTable]:
   return out
 
 
+def _cosine(x: jax.Array, y: jax.Array) -> jax.Array:
+  """Row-wise cosine similarity of [B, D] arrays."""
+  x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+  norms = jnp.linalg.norm(x, axis=-1) * jnp.linalg.norm(y, axis=-1)
+  return jnp.sum(x * y, axis=-1) / jnp.maximum(norms, _COSINE_EPS)
+
+
 def swap_one_word(ids: jax.Array, lengths: jax.Array, table: SwapTable,
                   noise: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Each caption with one of the attribute's words replaced by another class's word.
@@ -122,7 +129,6 @@ def read(encode: Callable[[jax.Array], jax.Array], ids: jax.Array, lengths: jax.
     swapped, has = swap_one_word(ids, lengths, table, noise)
     other = encode(swapped)
     out[f'swap_has/{name}'] = has
-    out[f'swap_right/{name}'] = (losses.cosine(image_code, sentence)
-                                 > losses.cosine(image_code, other))
-    out[f'swap_distance/{name}'] = 1.0 - losses.cosine(sentence, other)
+    out[f'swap_right/{name}'] = _cosine(image_code, sentence) > _cosine(image_code, other)
+    out[f'swap_distance/{name}'] = 1.0 - _cosine(sentence, other)
   return out

@@ -65,7 +65,7 @@ def _safe_norm(x: jax.Array) -> jax.Array:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-def cosine(x: jax.Array, y: jax.Array) -> jax.Array:
+def _cosine(x: jax.Array, y: jax.Array) -> jax.Array:
   """Cosine similarity over the last axis as the reference computes it (eps 1e-8)."""
   dot = jnp.sum(x * y, axis=-1)
   return dot / jnp.maximum(_safe_norm(x) * _safe_norm(y), _COSINE_EPS)
@@ -147,7 +147,7 @@ def damsm_word_loss(
   word_weights = jnp.where(word_mask, word_weights, 0.0)
   attention = jax.nn.softmax(gamma1 * word_weights, axis=3)  # Over regions.
   context = jnp.einsum('jiwr,jrd->jiwd', attention, regions, precision=_HIGHEST)
-  relevance = cosine(context, words[None])  # [B_img, B_cap, T]
+  relevance = _cosine(context, words[None])  # [B_img, B_cap, T]
   pair_mask = jnp.broadcast_to(mask[None], relevance.shape)
   similarity = jax.nn.logsumexp(gamma2 * relevance, axis=2, where=pair_mask)
 
@@ -190,7 +190,7 @@ def damsm_sentence_loss(
                      f'sentence {sentence.shape}')
   image_code = jnp.asarray(image_code, jnp.float32)
   sentence = jnp.asarray(sentence, jnp.float32)
-  logits = gamma3 * cosine(image_code[:, None, :], sentence[None, :, :])
+  logits = gamma3 * _cosine(image_code[:, None, :], sentence[None, :, :])
   return _matching_losses(_mask_same_class(logits, class_ids))
 
 

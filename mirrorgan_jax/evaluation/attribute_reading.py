@@ -26,7 +26,6 @@ from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import shapes_scene
 
 _COSINE_EPS = 1e-8  # As DAMSM's cosine: dot / max(|x| |y|, eps).
-DATASET = 'captioned_shapes'  # The only dataset with word classes.
 # Attribute -> its classes, each class the tuple of words that name it.
 _WORD_CLASSES = {
     'shape': tuple(shapes_scene.SHAPE_WORDS.get(s, (s,)) for s in shapes_scene.SHAPES),
@@ -125,10 +124,11 @@ def read(encode: Callable[[jax.Array], jax.Array], ids: jax.Array, lengths: jax.
      caption than to the swap), 'swap_distance/<a>': [B] float} per attribute.
   """
   out = {}
+  own = _cosine(image_code, sentence)
   for name, table in swap_tables.items():
     swapped, has = swap_one_word(ids, lengths, table, noise)
     other = encode(swapped)
     out[f'swap_has/{name}'] = has
-    out[f'swap_right/{name}'] = _cosine(image_code, sentence) > _cosine(image_code, other)
+    out[f'swap_right/{name}'] = own > _cosine(image_code, other)
     out[f'swap_distance/{name}'] = 1.0 - _cosine(sentence, other)
   return out

@@ -61,6 +61,7 @@ from mirrorgan_jax.phases import runner
 from mirrorgan_jax.evaluation import attribute_reading
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.evaluation import r_precision
 from mirrorgan_jax.models import factory
 from mirrorgan_jax.models import image_encoder as image_encoder_lib
@@ -323,7 +324,7 @@ class RetrievalEvalHook:
     loss_config = ml_collections.FrozenConfigDict(config.loss)
     # On captioned_shapes: does DAMSM read each attribute (attribute_reading.read)?
     self.swap_tables = (attribute_reading.tables(vocab)
-                        if config.data.name == attribute_reading.DATASET else {})
+                        if config.data.name == shapes_labels.DATASET else {})
     # Outputs replicated: every process gets the global batch for R-precision.
     self.step = jax.jit(functools.partial(_eval_step, models, loss_config, self.key,
                                           self.swap_tables),

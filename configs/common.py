@@ -108,6 +108,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.damsm.grad_clip = 0.25  # Global-norm clip on the text encoder only (ref 0.25).
   c.damsm.init_text_encoder = ''  # Converted AttnGAN text encoder to start from ('' = scratch).
   c.damsm.init_image_encoder = ''  # Converted AttnGAN image encoder to start from.
+  # '' (ref: the image backbone is ImageNet Inception-v3, or fresh) or 'classifier'
+  # (captioned_shapes: the small CNN from the `classifier` phase's network).
+  c.damsm.pretrained_backbone = ''
   c.damsm.eval_every_epochs = 1  # Test R-precision every N epochs (and at the end).
 
   c.stream = ml_collections.ConfigDict()

@@ -1,6 +1,6 @@
 """The frozen networks on disk: where each artifact lives, how it is written, read and checked.
 
-Three pretraining phases leave an artifact that later phases, sampling and
+The pretraining phases leave an artifact that later phases, sampling and
 evaluation load frozen; the weight converters (`pretrained/`) write the same
 artifacts from the authors' PyTorch checkpoints, and Inception-v3 for FID / IS:
 
@@ -9,6 +9,7 @@ artifacts from the authors' PyTorch checkpoints, and Inception-v3 for FID / IS:
 | DAMSM  | `<workdir>/damsm/artifact`  | {'text_encoder', 'image_encoder'}       | model.text_encoder / model.image_encoder |
 | STREAM | `<workdir>/stream/artifact` | {'captioner'}                           | model.captioner |
 | oracle | `<workdir>/oracle/artifact` | {'oracle'}                              | oracle |
+| classifier | `<workdir>/classifier/artifact` | {'oracle'}                      | oracle |
 | Inception-v3 | `eval.inception_path`     | {'params', 'batch_stats'}               | (converted; FID / IS) |
 
 An artifact directory holds `variables/` (Orbax), `meta.json` (the config
@@ -89,6 +90,11 @@ STREAM = Kind('STREAM', 'stream', (CAPTIONER,), {
                            'embed_dim', 'hidden_size', 'image_every_step')})
 ORACLE = Kind('oracle', 'oracle', (ORACLE_KEY,),
               {'oracle': ('image_size', 'features')}, has_vocab=False)
+# The oracle's architecture trained from another seed: on captioned_shapes the
+# pretrained image backbone of DAMSM (what ImageNet training is for the paper's
+# Inception-v3), so the judge (the oracle) is not the network STEM learnt from.
+CLASSIFIER = Kind('image classifier', 'classifier', (ORACLE_KEY,),
+                  {'oracle': ('image_size', 'features')}, has_vocab=False)
 # Converted weights for FID / IS (`python -m mirrorgan_jax.pretrained inception`);
 # its path is `eval.inception_path`, not a phase's directory.
 INCEPTION = Kind('Inception-v3', 'inception', ('params', 'batch_stats'), {},
@@ -143,7 +149,7 @@ def read(path: os.PathLike | str, kind: Kind,
 
   Args:
     path: the artifact directory.
-    kind: DAMSM, STREAM or ORACLE.
+    kind: DAMSM, STREAM, ORACLE or CLASSIFIER.
     config: if given, its architecture fields must equal the recorded ones.
   Returns:
     ({key: variables as numpy arrays} for `kind.keys`, vocabulary (None for

@@ -2,12 +2,14 @@ r"""MirrorGAN-JAX entry point.
 
   python -m mirrorgan_jax.main --config configs/coco.py --workdir DIR [--mode all]
 
-Modes: `damsm` (pretrain STEM), `stream` (pretrain the captioner), `oracle`
-(train the attribute classifier of captioned_shapes; that dataset only), `gan`
-(train MirrorGAN with both frozen), `eval` (IS, FID, R-precision, BLEU and, on
+Modes: `classifier` (captioned_shapes with `damsm.pretrained_backbone =
+'classifier'`: the pretrained image backbone of DAMSM, an attribute classifier),
+`damsm` (pretrain STEM), `stream` (pretrain the captioner), `oracle` (train the
+attribute classifier that judges samples; captioned_shapes only), `gan` (train
+MirrorGAN with both frozen), `eval` (IS, FID, R-precision, BLEU and, on
 captioned_shapes, oracle accuracy of the newest GAN checkpoint into
-`<workdir>/eval`) and `all`: damsm -> stream -> oracle (captioned_shapes only)
--> gan -> eval. In `all`, a pretraining phase or oracle whose artifact exists is
+`<workdir>/eval`) and `all`: classifier (if used) -> damsm -> stream -> oracle
+(captioned_shapes only) -> gan -> eval. In `all`, a pretraining phase or oracle whose artifact exists is
 skipped, the GAN phase resumes from its checkpoints, and eval is skipped when
 `eval/results.json` already scores the newest checkpoint (`--mode eval` always
 evaluates).
@@ -49,7 +51,7 @@ from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.evaluation import evaluator
 
-MODES = ('all', 'damsm', 'stream', 'oracle', 'gan', 'eval')
+MODES = ('all', 'classifier', 'damsm', 'stream', 'oracle', 'gan', 'eval')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory (local or gs://).')
@@ -96,8 +98,8 @@ def run(config, workdir: epath.Path, mode: str) -> None:
   if mode not in MODES:
     raise ValueError(f'unknown mode {mode!r}; choose one of {", ".join(MODES)}')
   has_oracle = config.data.name == shapes_labels.DATASET
-  if mode == 'oracle' and not has_oracle:
-    raise ValueError(f'--mode oracle needs data.name {shapes_labels.DATASET!r} (the oracle '
+  if mode in ('oracle', 'classifier') and not has_oracle:
+    raise ValueError(f'--mode {mode} needs data.name {shapes_labels.DATASET!r} (it '
                      'learns its ground-truth attribute labels); this config has '
                      f'{config.data.name!r}')
   multihost.check_same_config(config)
@@ -119,11 +121,15 @@ def _run_phases(config, workdir: epath.Path, mode: str, has_oracle: bool) -> Non
   vocab = resolve_vocabulary(config, workdir)
   logging.info('Vocabulary: %d words.', len(vocab))
   pretraining = (
+      (artifacts.CLASSIFIER, lambda: oracle_phase.train_and_evaluate(
+          config, workdir, artifacts.CLASSIFIER)),
       (artifacts.DAMSM, lambda: damsm_phase.train_and_evaluate(config, workdir, vocab)),
       (artifacts.STREAM, lambda: stream_phase.train_and_evaluate(config, workdir, vocab)),
       (artifacts.ORACLE, lambda: oracle_phase.train_and_evaluate(config, workdir)))
+  needed = {artifacts.CLASSIFIER.phase: has_oracle and bool(config.damsm.pretrained_backbone),
+            artifacts.ORACLE.phase: has_oracle}
   for kind, train in pretraining:
-    if mode not in (kind.phase, 'all') or (kind is artifacts.ORACLE and not has_oracle):
+    if mode not in (kind.phase, 'all') or not needed.get(kind.phase, True):
       continue
     path = artifacts.directory(workdir, kind)
     if mode == 'all' and artifacts.exists(path, kind):

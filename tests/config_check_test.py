@@ -79,3 +79,23 @@ def test_initial_channels_below_ngf_and_manual_dir(tmp_path):
       f"data.manual_dir = {str(tmp_path / 'missing')!r}: no such directory"]
   config.data.manual_dir = str(tmp_path)
   assert config_check.problems(config, dataset_prepared=False) == []
+
+
+def test_classifier_backbone_needs_an_image_encoder_shaped_like_the_classifier():
+  config = shapes.get_config('smoke')
+  assert config.damsm.pretrained_backbone == 'classifier'
+  config.model.image_encoder.small_cnn_downsample = 'stride'
+  config.model.image_encoder.input_size = 64
+  assert config_check.problems(config) == [
+      "damsm.pretrained_backbone = 'classifier' needs "
+      "model.image_encoder.small_cnn_downsample = 'maxpool' (the classifier is the "
+      "oracle network of section `oracle`), got 'stride'",
+      "damsm.pretrained_backbone = 'classifier' needs model.image_encoder.input_size "
+      '= 32 (the classifier is the oracle network of section `oracle`), got 64']
+  config = cub.get_config('smoke')
+  config.damsm.pretrained_backbone = 'classifier'
+  assert any("needs data.name = 'captioned_shapes'" in p
+             for p in config_check.problems(config))
+  config.damsm.pretrained_backbone = 'imagenet'
+  assert config_check.problems(config) == [
+      "damsm.pretrained_backbone = 'imagenet': must be '' or 'classifier'"]

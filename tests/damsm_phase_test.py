@@ -15,6 +15,7 @@ from configs import shapes
 from mirrorgan_jax import artifacts
 from mirrorgan_jax.infra import checkpointing
 from mirrorgan_jax.phases import damsm as dt
+from mirrorgan_jax.phases import oracle as oracle_phase
 from mirrorgan_jax.evaluation import attribute_reading
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
@@ -36,6 +37,7 @@ def trained(data, tmp_path_factory):
   """One end-to-end DAMSM run: (config, vocab, workdir, artifact path)."""
   config, vocab = data
   workdir = tmp_path_factory.mktemp('workdir')
+  oracle_phase.train_and_evaluate(config, workdir, artifacts.CLASSIFIER)  # The backbone.
   path = dt.train_and_evaluate(config, workdir, vocab)
   return config, vocab, epath.Path(workdir), path
 
@@ -124,6 +126,39 @@ def test_init_from_artifact_copies_weights_and_checks_vocabulary(trained):
   with pytest.raises(ValueError, match='embedding_dim: artifact 16, config 32'):
     dt.init_variables(config, factory.create_models(config, len(vocab)), vocab,
                       jax.random.PRNGKey(1))
+
+
+def test_image_backbone_starts_from_the_classifier(trained):
+  """`damsm.pretrained_backbone = 'classifier'`: the conv / BatchNorm blocks of the
+  classifier artifact, bit for bit; the encoder head and the text encoder fresh."""
+  config, vocab, workdir, _ = trained
+  classifier, _, meta = artifacts.read(artifacts.directory(workdir, artifacts.CLASSIFIER),
+                                       artifacts.CLASSIFIER, config)
+  assert meta['phase'] == 'classifier'
+  classifier = classifier[artifacts.ORACLE_KEY]
+  models = factory.create_models(config, len(vocab))
+  backbone = dt.pretrained_backbone(config, workdir)
+  got = dt.init_variables(config, models, vocab, jax.random.PRNGKey(1), backbone)
+  fresh = dt.init_variables(config, models, vocab, jax.random.PRNGKey(1))
+  for collection in ('params', 'batch_stats'):
+    blocks = got['image_encoder'][collection][dt.BACKBONE]
+    kinds = ('conv', 'bn') if collection == 'params' else ('bn',)
+    assert set(blocks) == {f'{kind}{i}' for kind in kinds
+                           for i in range(len(config.oracle.features))}
+    for name, value in _flat(blocks).items():
+      np.testing.assert_array_equal(value, _flat(classifier[collection])[name], err_msg=name)
+  assert not np.array_equal(got['image_encoder']['params'][dt.BACKBONE]['conv0']['kernel'],
+                            fresh['image_encoder']['params'][dt.BACKBONE]['conv0']['kernel'])
+  np.testing.assert_array_equal(got['image_encoder']['params']['emb_cnn_code']['kernel'],
+                                fresh['image_encoder']['params']['emb_cnn_code']['kernel'])
+  # Off: no backbone; another classifier width: refused, naming the field.
+  config = config.copy_and_resolve_references()
+  config.damsm.pretrained_backbone = ''
+  assert dt.pretrained_backbone(config, workdir) is None
+  config.damsm.pretrained_backbone = 'classifier'
+  config.oracle.features = (8, 32)
+  with pytest.raises(ValueError, match=r'oracle.features: artifact \[8, 16\], config \(8, 32\)'):
+    dt.pretrained_backbone(config, workdir)
 
 
 def test_frozen_backbone_stays_bit_identical_and_fixed_batch_loss_falls(trained):

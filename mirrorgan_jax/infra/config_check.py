@@ -173,6 +173,7 @@ def problems(config: ml_collections.ConfigDict, device_count: int = 1,
     found.append(f'model.generator.initial_channels = '
                  f'{config.model.generator.initial_channels}: must be 0 or >= ngf '
                  f'({config.model.generator.ngf})')
+  found += _backbone_problems(config)
   manual_dir = config.data.manual_dir
   if manual_dir and '://' not in manual_dir and not os.path.isdir(manual_dir):
     found.append(f'data.manual_dir = {manual_dir!r}: no such directory')
@@ -181,6 +182,26 @@ def problems(config: ml_collections.ConfigDict, device_count: int = 1,
     found.append(f"data.manual_dir = '': {config.data.name} is not built yet; point "
                  'data.manual_dir at the downloaded raw files (README, "Datasets")')
   return found
+
+
+def _backbone_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """`damsm.pretrained_backbone = 'classifier'` needs an image encoder shaped like it."""
+  choice = config.damsm.get('pretrained_backbone', '')
+  if not choice:
+    return []
+  if choice != 'classifier':
+    return [f"damsm.pretrained_backbone = {choice!r}: must be '' or 'classifier'"]
+  encoder, oracle = config.model.image_encoder, config.oracle
+  wanted = {'data.name': (config.data.name, 'captioned_shapes'),
+            'model.image_encoder.backbone': (encoder.backbone, 'small_cnn'),
+            'model.image_encoder.small_cnn_downsample': (
+                encoder.get('small_cnn_downsample', 'stride'), 'maxpool'),
+            'model.image_encoder.small_cnn_features': (
+                tuple(encoder.small_cnn_features), tuple(oracle.features)),
+            'model.image_encoder.input_size': (encoder.input_size, oracle.image_size)}
+  return [f"damsm.pretrained_backbone = 'classifier' needs {path} = {want!r} (the "
+          f'classifier is the oracle network of section `oracle`), got {got!r}'
+          for path, (got, want) in wanted.items() if got != want]
 
 
 def check(config: ml_collections.ConfigDict, device_count: int = 1,

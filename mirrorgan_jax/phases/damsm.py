@@ -34,6 +34,10 @@ the artifact `<workdir>/damsm/artifact`: variables {'text_encoder': {params},
 'image_encoder': {params, batch_stats}}, vocabulary
 and metadata. `damsm.init_text_encoder` / `init_image_encoder` start from such
 an artifact (e.g. AttnGAN's, converted by `python -m mirrorgan_jax.pretrained`).
+On captioned_shapes there are no ImageNet weights; `damsm.pretrained_backbone =
+'classifier'` takes the small-CNN backbone from the image classifier that the
+`classifier` phase trained on the labelled train split (`pretrained_backbone`),
+the stand-in for the paper's ImageNet Inception-v3.
 
 Data parallel with jit over a `data` Mesh (parameters replicated, batch
 sharded; the contrastive losses and BatchNorm see the global batch).
@@ -67,6 +71,7 @@ from mirrorgan_jax.models import factory
 from mirrorgan_jax.models import image_encoder as image_encoder_lib
 
 TEXT, IMAGE = artifacts.TEXT, artifacts.IMAGE  # Keys of params and artifact variables.
+BACKBONE = image_encoder_lib.BACKBONE
 ADAM_B1, ADAM_B2 = 0.5, 0.999  # Reference DAMSM Adam betas.
 LR_DECAY = 0.98  # Per-epoch learning-rate factor (reference).
 NUM_ATTENTION_IMAGES = 6  # Test images in the word-attention summary.
@@ -243,9 +248,35 @@ def _init_fns(config, models, rng):
                                    image_key_)}
 
 
+def pretrained_backbone(config: ml_collections.ConfigDict,
+                        workdir: epath.Path | str) -> dict[str, Any] | None:
+  """The image classifier's conv blocks as small-CNN backbone variables, or None.
+
+  With `damsm.pretrained_backbone == 'classifier'`: {'params', 'batch_stats'} of
+  the classifier artifact's `conv<i>` / `bn<i>` blocks (`models.oracle.Oracle`
+  and `SmallCNN(downsample='maxpool')` name and order them alike; `config_check`
+  requires the same widths and input size).
+  Raises:
+    FileNotFoundError / ValueError as `artifacts.read` (no classifier artifact:
+    run `--mode classifier` or `--mode all` first).
+  """
+  if not config.damsm.get('pretrained_backbone'):
+    return None
+  variables, _, _ = artifacts.read(artifacts.directory(workdir, artifacts.CLASSIFIER),
+                                   artifacts.CLASSIFIER, config)
+  blocks = variables[artifacts.ORACLE_KEY]
+  return {collection: {name: value for name, value in blocks[collection].items()
+                       if name.startswith(('conv', 'bn'))}
+          for collection in ('params', 'batch_stats')}
+
+
 def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
-                   vocab: vocab_lib.Vocabulary, rng: jax.Array) -> dict[str, Any]:
+                   vocab: vocab_lib.Vocabulary, rng: jax.Array,
+                   backbone: dict[str, Any] | None = None) -> dict[str, Any]:
   """{TEXT: variables, IMAGE: variables}: fresh, or from `damsm.init_*` artifacts.
+
+  `backbone` ({'params', 'batch_stats'} of the image backbone, from
+  `pretrained_backbone`) replaces the fresh image backbone.
 
   Raises:
     ValueError: an artifact's vocabulary is not `vocab`, its recorded model
@@ -270,6 +301,15 @@ def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
                          f'damsm.init_{name} {path}')
     logging.info('DAMSM %s starts from %s.', name, path)
     out[name] = jax.tree.map(jnp.asarray, loaded[path][name])
+  if backbone is not None:
+    image = dict(out[IMAGE])
+    for collection in ('params', 'batch_stats'):
+      artifacts.check_tree(backbone[collection],
+                           jax.eval_shape(lambda c=collection: image[c][BACKBONE]),
+                           'the pretrained image backbone')
+      image[collection] = {**image[collection],
+                           BACKBONE: jax.tree.map(jnp.asarray, backbone[collection])}
+    out[IMAGE] = image
   return out
 
 
@@ -447,7 +487,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
 
   def init_state():
     rng, init_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    variables = init_variables(config, models, vocab, init_rng)
+    variables = init_variables(config, models, vocab, init_rng,
+                               pretrained_backbone(config, workdir))
     return train_step.place_state(create_state(variables, tx, rng))
 
   backbone = 'trained' if config.model.image_encoder.train_backbone else 'frozen'
@@ -465,6 +506,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
           'source': 'trained', 'vocab_size': len(vocab), 'batch_size': batch_size,
           'init_text_encoder': config.damsm.init_text_encoder or None,
           'init_image_encoder': config.damsm.init_image_encoder or None,
+          'pretrained_backbone': config.damsm.get('pretrained_backbone') or None,
           'eval': final}))
   console.say(f'DAMSM artifact written to {path} (test R-precision '
               f"top-1 {final.get('r_precision/top1_mean', float('nan')):.4f}).")

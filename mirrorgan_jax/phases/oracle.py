@@ -136,17 +136,25 @@ class AccuracyEvalHook:
                                 for a, (acc, _) in self.last.items()})
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: epath.Path | str) -> epath.Path:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | str,
+                       kind: artifacts.Kind = artifacts.ORACLE) -> epath.Path:
   """Trains the oracle to `oracle.num_epochs` (resuming) and writes its artifact.
 
   Args:
     config: experiment config (`oracle`, `data`, `seed`, `train` cadences,
       `eval.batch_size`).
-    workdir: run directory; the phase uses `<workdir>/oracle`.
+    workdir: run directory; the phase uses `<workdir>/<kind.phase>`.
+    kind: ORACLE, or CLASSIFIER: the same network and training from seed
+      `config.seed + 1` (other weights, another data order), DAMSM's pretrained
+      image backbone (`damsm.pretrained_backbone`).
   Returns:
-    The artifact directory, `artifacts.directory(workdir, artifacts.ORACLE)`.
+    The artifact directory, `artifacts.directory(workdir, kind)`.
   """
+  if kind not in (artifacts.ORACLE, artifacts.CLASSIFIER):
+    raise ValueError(f'the oracle phase writes an oracle or a classifier, not {kind.a_name}')
+  if kind is artifacts.CLASSIFIER:
+    config = config.copy_and_resolve_references()
+    config.seed += 1
   mesh = parallel.create_mesh()
   model = factory.create_oracle(config)
   steps = shapes_labels.steps_per_epoch(config)
@@ -165,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params'])))
 
   path, final = runner.pretrain(config, workdir, runner.Pretraining(
-      kind=artifacts.ORACLE, num_steps=num_steps, steps_per_epoch=steps,
+      kind=kind, num_steps=num_steps, steps_per_epoch=steps,
       eval_every_epochs=1, init_state=init_state, train_step=train_step,
       batches=functools.partial(shapes_labels.train_batches, config), hook=hook,
       parameters=lambda state: {'oracle': state.params},
@@ -176,6 +184,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           'eval_split': config.data.eval_split,
           'eval': {'accuracy': {a: acc for a, (acc, _) in final.items()},
                    'count': {a: n for a, (_, n) in final.items()}}}))
-  console.say(f'Oracle artifact written to {path}; real {config.data.eval_split} '
+  console.say(f'{kind.name.capitalize()} artifact written to {path}; real {config.data.eval_split} '
               f'accuracy: {oracle_accuracy.format_accuracy(final)}')
   return path

@@ -286,6 +286,25 @@ def load_pretrained(workdir: os.PathLike | str, config: ml_collections.ConfigDic
                     captioner=stream[CAPTIONER], vocab=vocab)
 
 
+def classifier_backbone(workdir: os.PathLike | str,
+                        config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The classifier artifact's conv blocks as small-CNN backbone variables.
+
+  {'params', 'batch_stats'} of its `conv<i>` / `bn<i>` blocks: `Oracle` and
+  `SmallCNN(downsample='maxpool')` name and order them alike (`config_check`
+  requires the same widths and input size), so they load as DAMSM's image
+  backbone (`damsm.pretrained_backbone = 'classifier'`).
+  Raises:
+    FileNotFoundError / ValueError as `read` (no classifier artifact: run
+    `--mode classifier` or `--mode all` first).
+  """
+  variables, _, _ = read(directory(workdir, CLASSIFIER), CLASSIFIER, config)
+  blocks = variables[ORACLE_KEY]
+  return {collection: {name: value for name, value in blocks[collection].items()
+                       if name.startswith(('conv', 'bn'))}
+          for collection in ('params', 'batch_stats')}
+
+
 def load_oracle(path: os.PathLike | str, config: ml_collections.ConfigDict,
                 batch_size: int | None = None) -> oracle_lib.OracleClassifier:
   """The oracle classifier of an oracle artifact, in inference mode.

@@ -26,7 +26,8 @@ BATCH = 16  # 96 train images -> 6 steps per epoch; 32 test images -> 2 eval bat
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-  config = shapes.get_config('smoke')
+  # DAMSM on the classifier's pretrained image backbone (the default trains its own).
+  config = shapes.get_config('classifier_backbone,smoke')
   config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
   config.damsm.batch_size = BATCH
   return config, input_pipeline.build_vocabulary(config)
@@ -137,7 +138,7 @@ def test_image_backbone_starts_from_the_classifier(trained):
   assert meta['phase'] == 'classifier'
   classifier = classifier[artifacts.ORACLE_KEY]
   models = factory.create_models(config, len(vocab))
-  backbone = dt.pretrained_backbone(config, workdir)
+  backbone = artifacts.classifier_backbone(workdir, config)
   got = dt.init_variables(config, models, vocab, jax.random.PRNGKey(1), backbone)
   fresh = dt.init_variables(config, models, vocab, jax.random.PRNGKey(1))
   for collection in ('params', 'batch_stats'):
@@ -151,14 +152,17 @@ def test_image_backbone_starts_from_the_classifier(trained):
                             fresh['image_encoder']['params'][dt.BACKBONE]['conv0']['kernel'])
   np.testing.assert_array_equal(got['image_encoder']['params']['emb_cnn_code']['kernel'],
                                 fresh['image_encoder']['params']['emb_cnn_code']['kernel'])
-  # Off: no backbone; another classifier width: refused, naming the field.
+  # The judge is not the network DAMSM learnt from: the oracle has another seed.
+  oracle = artifacts.read(oracle_phase.train_and_evaluate(config, workdir), artifacts.ORACLE)[0]
+  assert not np.array_equal(classifier['params']['conv0']['kernel'],
+                            oracle[artifacts.ORACLE_KEY]['params']['conv0']['kernel'])
+  # Another classifier width: refused, naming the field; no artifact: says how to make one.
   config = config.copy_and_resolve_references()
-  config.damsm.pretrained_backbone = ''
-  assert dt.pretrained_backbone(config, workdir) is None
-  config.damsm.pretrained_backbone = 'classifier'
   config.oracle.features = (8, 32)
   with pytest.raises(ValueError, match=r'oracle.features: artifact \[8, 16\], config \(8, 32\)'):
-    dt.pretrained_backbone(config, workdir)
+    artifacts.classifier_backbone(workdir, config)
+  with pytest.raises(FileNotFoundError, match='--mode classifier'):
+    artifacts.classifier_backbone(workdir / 'nothing', config)
 
 
 def test_frozen_backbone_stays_bit_identical_and_fixed_batch_loss_falls(trained):

@@ -36,7 +36,8 @@ and metadata. `damsm.init_text_encoder` / `init_image_encoder` start from such
 an artifact (e.g. AttnGAN's, converted by `python -m mirrorgan_jax.pretrained`).
 On captioned_shapes there are no ImageNet weights; `damsm.pretrained_backbone =
 'classifier'` takes the small-CNN backbone from the image classifier that the
-`classifier` phase trained on the labelled train split (`pretrained_backbone`),
+`classifier` phase trained on the labelled train split
+(`artifacts.classifier_backbone`),
 the stand-in for the paper's ImageNet Inception-v3.
 
 Data parallel with jit over a `data` Mesh (parameters replicated, batch
@@ -248,35 +249,13 @@ def _init_fns(config, models, rng):
                                    image_key_)}
 
 
-def pretrained_backbone(config: ml_collections.ConfigDict,
-                        workdir: epath.Path | str) -> dict[str, Any] | None:
-  """The image classifier's conv blocks as small-CNN backbone variables, or None.
-
-  With `damsm.pretrained_backbone == 'classifier'`: {'params', 'batch_stats'} of
-  the classifier artifact's `conv<i>` / `bn<i>` blocks (`models.oracle.Oracle`
-  and `SmallCNN(downsample='maxpool')` name and order them alike; `config_check`
-  requires the same widths and input size).
-  Raises:
-    FileNotFoundError / ValueError as `artifacts.read` (no classifier artifact:
-    run `--mode classifier` or `--mode all` first).
-  """
-  if not config.damsm.get('pretrained_backbone'):
-    return None
-  variables, _, _ = artifacts.read(artifacts.directory(workdir, artifacts.CLASSIFIER),
-                                   artifacts.CLASSIFIER, config)
-  blocks = variables[artifacts.ORACLE_KEY]
-  return {collection: {name: value for name, value in blocks[collection].items()
-                       if name.startswith(('conv', 'bn'))}
-          for collection in ('params', 'batch_stats')}
-
-
 def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
                    vocab: vocab_lib.Vocabulary, rng: jax.Array,
                    backbone: dict[str, Any] | None = None) -> dict[str, Any]:
   """{TEXT: variables, IMAGE: variables}: fresh, or from `damsm.init_*` artifacts.
 
   `backbone` ({'params', 'batch_stats'} of the image backbone, from
-  `pretrained_backbone`) replaces the fresh image backbone.
+  `artifacts.classifier_backbone`) replaces the fresh image backbone.
 
   Raises:
     ValueError: an artifact's vocabulary is not `vocab`, its recorded model
@@ -487,8 +466,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
 
   def init_state():
     rng, init_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    variables = init_variables(config, models, vocab, init_rng,
-                               pretrained_backbone(config, workdir))
+    backbone = (artifacts.classifier_backbone(workdir, config)
+                if config.damsm.get('pretrained_backbone') else None)
+    variables = init_variables(config, models, vocab, init_rng, backbone)
     return train_step.place_state(create_state(variables, tx, rng))
 
   backbone = 'trained' if config.model.image_encoder.train_backbone else 'frozen'

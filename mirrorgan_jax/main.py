@@ -8,11 +8,11 @@ Modes: `classifier` (captioned_shapes with `damsm.pretrained_backbone =
 attribute classifier that judges samples; captioned_shapes only), `gan` (train
 MirrorGAN with both frozen), `eval` (IS, FID, R-precision, BLEU and, on
 captioned_shapes, oracle accuracy of the newest GAN checkpoint into
-`<workdir>/eval`) and `all`: classifier (if used) -> damsm -> stream -> oracle
-(captioned_shapes only) -> gan -> eval. In `all`, a pretraining phase or oracle whose artifact exists is
-skipped, the GAN phase resumes from its checkpoints, and eval is skipped when
-`eval/results.json` already scores the newest checkpoint (`--mode eval` always
-evaluates).
+`<workdir>/eval`) and `all`: classifier (if the config uses it) -> damsm ->
+stream -> oracle (captioned_shapes only) -> gan -> eval. In `all`, a pretraining
+phase or oracle whose artifact exists is skipped, the GAN phase resumes from its
+checkpoints, and eval is skipped when `eval/results.json` already scores the
+newest checkpoint (`--mode eval` always evaluates).
 `--config` takes the ml_collections syntax (`configs/cub.py:smoke`,
 `--config.train.batch_size=8`). Multi-host: `--distributed` (or
 MIRRORGAN_DISTRIBUTED=1) joins the job (`infra.multihost.join`: at most
@@ -126,10 +126,11 @@ def _run_phases(config, workdir: epath.Path, mode: str, has_oracle: bool) -> Non
       (artifacts.DAMSM, lambda: damsm_phase.train_and_evaluate(config, workdir, vocab)),
       (artifacts.STREAM, lambda: stream_phase.train_and_evaluate(config, workdir, vocab)),
       (artifacts.ORACLE, lambda: oracle_phase.train_and_evaluate(config, workdir)))
-  needed = {artifacts.CLASSIFIER.phase: has_oracle and bool(config.damsm.pretrained_backbone),
+  # What `all` trains (an explicit `--mode classifier` / `oracle` always does).
+  in_all = {artifacts.CLASSIFIER.phase: has_oracle and bool(config.damsm.pretrained_backbone),
             artifacts.ORACLE.phase: has_oracle}
   for kind, train in pretraining:
-    if mode not in (kind.phase, 'all') or not needed.get(kind.phase, True):
+    if mode not in (kind.phase, 'all') or (mode == 'all' and not in_all.get(kind.phase, True)):
       continue
     path = artifacts.directory(workdir, kind)
     if mode == 'all' and artifacts.exists(path, kind):

@@ -65,6 +65,19 @@ def test_gan_curves_show_learning_diagnostics(smoke_run):
   assert [t for _, t in scalars if t.startswith('probe/redescription_real/')]
 
 
+def test_mode_classifier_trains_it_even_if_the_config_does_not_use_it(smoke_run, tmp_path,
+                                                                       capsys):
+  """`all` skips the classifier when DAMSM does not use it; `--mode classifier` trains it."""
+  assert not smoke_run.config.damsm.pretrained_backbone
+  workdir = epath.Path(tmp_path)
+  main.run(smoke_run.config, workdir, 'classifier')
+  assert artifacts.exists(artifacts.directory(workdir, artifacts.CLASSIFIER),
+                          artifacts.CLASSIFIER)
+  assert not (workdir / 'damsm').exists() and not (workdir / 'oracle').exists()
+  out = capsys.readouterr().out
+  assert 'Image classifier eval at step' in out and 'Oracle eval' not in out
+
+
 def test_rerun_skips_finished_phases(smoke_run, capsys):
   workdir = smoke_run.workdir
   main.run(smoke_run.config, workdir, 'all')

@@ -36,8 +36,7 @@ and metadata. `damsm.init_text_encoder` / `init_image_encoder` start from such
 an artifact (e.g. AttnGAN's, converted by `python -m mirrorgan_jax.pretrained`).
 On captioned_shapes there are no ImageNet weights; `damsm.pretrained_backbone =
 'classifier'` takes the small-CNN backbone from the image classifier that the
-`classifier` phase trained on the labelled train split
-(`artifacts.classifier_backbone`),
+`classifier` phase trained on the labelled train split (`artifacts.classifier_backbone`),
 the stand-in for the paper's ImageNet Inception-v3.
 
 Data parallel with jit over a `data` Mesh (parameters replicated, batch
@@ -283,8 +282,7 @@ def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
   if backbone is not None:
     image = dict(out[IMAGE])
     for collection in ('params', 'batch_stats'):
-      artifacts.check_tree(backbone[collection],
-                           jax.eval_shape(lambda c=collection: image[c][BACKBONE]),
+      artifacts.check_tree(backbone[collection], image[collection][BACKBONE],
                            'the pretrained image backbone')
       image[collection] = {**image[collection],
                            BACKBONE: jax.tree.map(jnp.asarray, backbone[collection])}
@@ -466,9 +464,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
 
   def init_state():
     rng, init_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    backbone = (artifacts.classifier_backbone(workdir, config)
-                if config.damsm.get('pretrained_backbone') else None)
-    variables = init_variables(config, models, vocab, init_rng, backbone)
+    pretrained = (artifacts.classifier_backbone(workdir, config)
+                  if config.damsm.get('pretrained_backbone') else None)
+    variables = init_variables(config, models, vocab, init_rng, pretrained)
     return train_step.place_state(create_state(variables, tx, rng))
 
   backbone = 'trained' if config.model.image_encoder.train_backbone else 'frozen'

@@ -102,8 +102,8 @@ class AccuracyEvalHook:
   """Per-attribute accuracy on the real eval split (`oracle_accuracy.real_mask`)."""
 
   def __init__(self, config: ml_collections.ConfigDict,
-               classifier: oracle_lib.OracleClassifier):
-    self.classifier = classifier
+               classifier: oracle_lib.OracleClassifier, name: str = 'Oracle'):
+    self.classifier, self.name = classifier, name  # `name` heads the console line.
     self.dataset = shapes_labels.eval_batches(config, classifier.batch_size)
     self.last: dict[str, tuple[float, int]] | None = None  # Latest result.
 
@@ -130,7 +130,7 @@ class AccuracyEvalHook:
   def __call__(self, state: OracleState, step: int, writer) -> None:
     """Evaluates and writes `eval/accuracy_<attr>` (training-loop hook)."""
     self.last, _ = self.compute(state)
-    console.say(f'Oracle eval at step {step}: '
+    console.say(f'{self.name} eval at step {step}: '
                 f'{oracle_accuracy.format_accuracy(self.last)}')
     writer.write_scalars(step, {f'eval/accuracy_{a}': acc
                                 for a, (acc, _) in self.last.items()})
@@ -161,9 +161,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   num_steps = config.oracle.num_epochs * steps
   tx = optax.adam(optax.cosine_decay_schedule(config.oracle.learning_rate, num_steps))
   train_step = make_train_step(model, tx, mesh)
+  name = kind.name.capitalize()
   hook = AccuracyEvalHook(config, oracle_lib.OracleClassifier(
       model, None, image_size=config.oracle.image_size,
-      batch_size=config.eval.batch_size))
+      batch_size=config.eval.batch_size), name)
 
   def init_state():
     variables = fast_init.run(lambda key: model.init(key, factory.oracle_inputs(config)),
@@ -184,6 +185,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
           'eval_split': config.data.eval_split,
           'eval': {'accuracy': {a: acc for a, (acc, _) in final.items()},
                    'count': {a: n for a, (_, n) in final.items()}}}))
-  console.say(f'{kind.name.capitalize()} artifact written to {path}; real {config.data.eval_split} '
+  console.say(f'{name} artifact written to {path}; real {config.data.eval_split} '
               f'accuracy: {oracle_accuracy.format_accuracy(final)}')
   return path

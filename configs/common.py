@@ -55,10 +55,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.generator.num_res_blocks = 2  # Residual blocks per refinement stage (ref 2).
   c.model.generator.initial_channels = 0  # F_0 width at 4x4 (0 = ref rule ngf * 2**n: 16 ngf at base 64).
   c.model.generator.normalize_sentence = False  # Unit-rms sentence features into CA (ref: raw).
+  c.model.generator.word_rms = 0.0  # Word features rescaled to this rms for GLAM (0 = raw, ref).
   c.model.generator.glam = 'paper'  # 'paper' (Eq. 4-5), 'reference' (authors' code), 'word_only' (w/o GA).
 
   c.model.discriminator = ml_collections.ConfigDict()
   c.model.discriminator.ndf = 64  # Base discriminator width (ref CUB 64, COCO 96).
+  c.model.discriminator.sentence_rms = 0.0  # Sentence rescaled to this rms in D's conditional head (0 = raw, ref).
 
   c.model.captioner = ml_collections.ConfigDict()
   c.model.captioner.backbone = 'resnet152'  # 'resnet152' (ref) or 'small_cnn'.
@@ -119,6 +121,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.stream.learning_rate = 1e-3  # Adam lr (ref 1e-3).
   c.stream.lr_schedule = 'constant'  # 'constant' (ref) or 'cosine' (decayed to 0 over the phase).
   c.stream.init_checkpoint = ''  # Converted captioner to start from ('' = scratch).
+  # '' (ref: the backbone is ImageNet ResNet-152, or fresh) or 'classifier' (as DAMSM's).
+  c.stream.pretrained_backbone = ''
   c.stream.eval_every_epochs = 1  # Test loss, BLEU and redescriptions every N epochs (and at the end).
 
   c.train = ml_collections.ConfigDict()

@@ -116,12 +116,16 @@ def get_config(arg=None):
 
 
 def use_classifier_backbone(c) -> None:
-  """DAMSM's image backbone: the `classifier` phase's network (the oracle's from
-  another seed, trained on the labelled train split), frozen; the paper's is a
-  frozen ImageNet Inception-v3. One DAMSM epoch is enough with it."""
-  c.damsm.pretrained_backbone = 'classifier'
-  c.model.image_encoder.small_cnn_features = c.oracle.features
-  c.model.image_encoder.small_cnn_downsample = 'maxpool'
-  c.model.image_encoder.train_backbone = False
+  """DAMSM's and STREAM's image backbone: the `classifier` phase's network (the
+  oracle's from another seed, trained on the labelled train split), frozen; the
+  paper's are a frozen ImageNet Inception-v3 and ResNet-152. Each then needs
+  fewer epochs."""
+  for section, encoder in ((c.damsm, c.model.image_encoder), (c.stream, c.model.captioner)):
+    section.pretrained_backbone = 'classifier'
+    encoder.small_cnn_features = c.oracle.features
+    encoder.small_cnn_downsample = 'maxpool'
+    encoder.train_backbone = False
   c.damsm.num_epochs = 1  # R-precision top-1 0.92, shape swap accuracy 0.93 (2: 0.94, 0.94).
   c.damsm.eval_every_epochs = 1
+  c.stream.num_epochs = 3
+  c.stream.eval_every_epochs = 3

@@ -28,6 +28,7 @@ from typing import Any
 from absl import logging
 from etils import epath
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -35,6 +36,7 @@ import orbax.checkpoint as ocp
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.infra import checkpointing
 from mirrorgan_jax.models import factory
+from mirrorgan_jax.models import image_encoder as image_encoder_lib
 from mirrorgan_jax.models import oracle as oracle_lib
 
 VOCAB_FILE = 'vocab.json'
@@ -292,8 +294,9 @@ def classifier_backbone(workdir: os.PathLike | str,
 
   {'params', 'batch_stats'} of its `conv<i>` / `bn<i>` blocks: `Oracle` and
   `SmallCNN(downsample='maxpool')` name and order them alike (`config_check`
-  requires the same widths and input size), so they load as DAMSM's image
-  backbone (`damsm.pretrained_backbone = 'classifier'`).
+  requires the same widths and input size), so they load as the backbone of
+  DAMSM's image encoder or STREAM's captioner (`damsm.pretrained_backbone`,
+  `stream.pretrained_backbone`; inserted with `with_backbone`).
   Raises:
     FileNotFoundError / ValueError as `read` (no classifier artifact: run
     `--mode classifier` or `--mode all` first).
@@ -303,6 +306,34 @@ def classifier_backbone(workdir: os.PathLike | str,
   return {collection: {name: value for name, value in blocks[collection].items()
                        if name.startswith(('conv', 'bn'))}
           for collection in ('params', 'batch_stats')}
+
+
+def with_backbone(variables: dict[str, Any], backbone: dict[str, Any],
+                  path: tuple[str, ...], what: str) -> dict[str, Any]:
+  """`variables` with the backbone subtree under `path` replaced by `backbone`.
+
+  Args:
+    variables: a model's {'params', 'batch_stats'}.
+    backbone: {'params', 'batch_stats'} of a backbone (`classifier_backbone`).
+    path: the keys above the backbone subtree in each collection, e.g. () for
+      DAMSM's image encoder, ('encoder',) for the captioner.
+    what: the network, for the error message.
+  Raises:
+    ValueError: the backbone's variables do not fit the model's.
+  """
+  out = dict(variables)
+  for collection in ('params', 'batch_stats'):
+    parents = [out[collection]]
+    for key in path:
+      parents.append(parents[-1][key])
+    check_tree(backbone[collection], parents[-1][image_encoder_lib.BACKBONE],
+               f'the pretrained backbone of {what}')
+    node = {**parents[-1],
+            image_encoder_lib.BACKBONE: jax.tree.map(jnp.asarray, backbone[collection])}
+    for parent, key in zip(reversed(parents[:-1]), reversed(path)):
+      node = {**parent, key: node}
+    out[collection] = node
+  return out
 
 
 def load_oracle(path: os.PathLike | str, config: ml_collections.ConfigDict,

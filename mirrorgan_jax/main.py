@@ -2,8 +2,9 @@ r"""MirrorGAN-JAX entry point.
 
   python -m mirrorgan_jax.main --config configs/coco.py --workdir DIR [--mode all]
 
-Modes: `classifier` (captioned_shapes with `damsm.pretrained_backbone =
-'classifier'`: the pretrained image backbone of DAMSM, an attribute classifier),
+Modes: `classifier` (captioned_shapes with `damsm.pretrained_backbone` or
+`stream.pretrained_backbone = 'classifier'`: the pretrained image backbone of
+DAMSM / STREAM, an attribute classifier),
 `damsm` (pretrain STEM), `stream` (pretrain the captioner), `oracle` (train the
 attribute classifier that judges samples; captioned_shapes only), `gan` (train
 MirrorGAN with both frozen), `eval` (IS, FID, R-precision, BLEU and, on
@@ -127,7 +128,8 @@ def _run_phases(config, workdir: epath.Path, mode: str, has_oracle: bool) -> Non
       (artifacts.STREAM, lambda: stream_phase.train_and_evaluate(config, workdir, vocab)),
       (artifacts.ORACLE, lambda: oracle_phase.train_and_evaluate(config, workdir)))
   # What `all` trains (an explicit `--mode classifier` / `oracle` always does).
-  in_all = {artifacts.CLASSIFIER.phase: has_oracle and bool(config.damsm.pretrained_backbone),
+  uses_classifier = any(config[s].get('pretrained_backbone') for s in ('damsm', 'stream'))
+  in_all = {artifacts.CLASSIFIER.phase: has_oracle and uses_classifier,
             artifacts.ORACLE.phase: has_oracle}
   for kind, train in pretraining:
     if mode not in (kind.phase, 'all') or (mode == 'all' and not in_all.get(kind.phase, True)):

@@ -94,6 +94,12 @@ def test_classifier_backbone_needs_an_image_encoder_shaped_like_the_classifier()
       "oracle network of section `oracle`), got 'stride'",
       "damsm.pretrained_backbone = 'classifier' needs model.image_encoder.input_size "
       '= 32 (the classifier is the oracle network of section `oracle`), got 64']
+  config.model.image_encoder.small_cnn_downsample = 'maxpool'
+  config.model.image_encoder.input_size = 32
+  config.model.captioner.small_cnn_features = (16, 32)  # STREAM's backbone is checked too.
+  assert config_check.problems(config) == [
+      "stream.pretrained_backbone = 'classifier' needs model.captioner.small_cnn_features "
+      '= (8, 16) (the classifier is the oracle network of section `oracle`), got (16, 32)']
   config = cub.get_config('smoke')
   config.damsm.pretrained_backbone = 'classifier'
   assert any("needs data.name = 'captioned_shapes'" in p

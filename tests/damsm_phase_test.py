@@ -16,6 +16,7 @@ from mirrorgan_jax import artifacts
 from mirrorgan_jax.infra import checkpointing
 from mirrorgan_jax.phases import damsm as dt
 from mirrorgan_jax.phases import oracle as oracle_phase
+from mirrorgan_jax.phases import stream as stream_phase
 from mirrorgan_jax.evaluation import attribute_reading
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
@@ -129,9 +130,10 @@ def test_init_from_artifact_copies_weights_and_checks_vocabulary(trained):
                       jax.random.PRNGKey(1))
 
 
-def test_image_backbone_starts_from_the_classifier(trained):
+def test_image_backbones_start_from_the_classifier(trained):
   """`damsm.pretrained_backbone = 'classifier'`: the conv / BatchNorm blocks of the
-  classifier artifact, bit for bit; the encoder head and the text encoder fresh."""
+  classifier artifact, bit for bit; the encoder head and the text encoder fresh.
+  The same for STREAM's captioner (`stream.pretrained_backbone`)."""
   config, vocab, workdir, _ = trained
   classifier, _, meta = artifacts.read(artifacts.directory(workdir, artifacts.CLASSIFIER),
                                        artifacts.CLASSIFIER, config)
@@ -152,6 +154,16 @@ def test_image_backbone_starts_from_the_classifier(trained):
                             fresh['image_encoder']['params'][dt.BACKBONE]['conv0']['kernel'])
   np.testing.assert_array_equal(got['image_encoder']['params']['emb_cnn_code']['kernel'],
                                 fresh['image_encoder']['params']['emb_cnn_code']['kernel'])
+  captioner = factory.create_models(config, len(vocab)).captioner
+  got = stream_phase.init_variables(config, captioner, vocab, jax.random.PRNGKey(1), backbone)
+  fresh = stream_phase.init_variables(config, captioner, vocab, jax.random.PRNGKey(1))
+  assert _flat(got['params']).keys() == _flat(fresh['params']).keys()
+  for collection in ('params', 'batch_stats'):
+    for name, value in _flat(got[collection]).items():
+      in_backbone = name.startswith(f"['{stream_phase.ENCODER}']['{dt.BACKBONE}']")
+      want = (_flat(classifier[collection])[name.split(f"['{dt.BACKBONE}']")[1]]
+              if in_backbone else _flat(fresh[collection])[name])
+      np.testing.assert_array_equal(value, want, err_msg=name)
   # The judge is not the network DAMSM learnt from: the oracle has another seed.
   oracle = artifacts.read(oracle_phase.train_and_evaluate(config, workdir), artifacts.ORACLE)[0]
   assert not np.array_equal(classifier['params']['conv0']['kernel'],

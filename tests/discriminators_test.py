@@ -83,6 +83,23 @@ def test_small_discriminators_code_and_reuse(size):
   assert not np.allclose(wrong, full['cond'])
 
 
+def test_sentence_rms_rescales_the_sentence_of_the_conditional_head():
+  """sentence_rms = r: the cond logit of the raw head fed the sentence scaled to rms r
+  by hand, whatever the sentence's scale; the unconditional logit is untouched."""
+  rng = np.random.default_rng(3)
+  image = rng.uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
+  sentence = rng.normal(size=(3, 16)).astype(np.float32)
+  by_hand = sentence * 2.0 / np.sqrt(np.mean(sentence**2, axis=-1, keepdims=True))
+  raw = discriminators.Discriminator(image_size=16, ndf=4)
+  variables = _init(raw, batch=3)
+  want = raw.apply(variables, image, by_hand)
+  for scale in (1.0, 0.05):
+    got = raw.clone(sentence_rms=2.0).apply(variables, image, sentence * scale)
+    np.testing.assert_allclose(got['cond'], want['cond'], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got['uncond'], want['uncond'], rtol=1e-6)
+  assert not np.allclose(raw.apply(variables, image, sentence)['cond'], want['cond'])
+
+
 def test_gradients_finite_and_nonzero_for_every_parameter():
   model = discriminators.Discriminator(image_size=32, ndf=4)
   rng = np.random.default_rng(0)

@@ -247,6 +247,24 @@ def test_normalize_sentence_makes_ca_invariant_to_sentence_scale():
   assert float(jnp.std(small)) < 0.1 * float(jnp.std(mu[1.0]))
 
 
+def test_word_rms_rescales_each_word_vector_before_glam():
+  """word_rms = r equals raw GLAM fed words scaled by hand to rms r, whatever their scale."""
+  x = _inputs()
+  scaled = _smoke_generator(word_rms=0.5)
+  variables = scaled.init({'params': jax.random.key(0), 'noise': jax.random.key(1)}, **x)
+  eps = np.zeros((3, scaled.condition_dim), np.float32)
+  words = np.asarray(x['words'], np.float64)
+  by_hand = words * 0.5 / np.sqrt(np.mean(words**2, axis=-1, keepdims=True))
+  raw = _smoke_generator(word_rms=0.0).apply(
+      variables, **dict(x, words=by_hand.astype(np.float32)), eps=eps)['images'][-1]
+  for scale in (1.0, 0.1):
+    got = scaled.apply(variables, **dict(x, words=x['words'] * scale), eps=eps)['images'][-1]
+    np.testing.assert_allclose(got, raw, atol=1e-5)
+  unscaled = _smoke_generator(word_rms=0.0).apply(variables, **dict(x, words=x['words'] * 0.1),
+                                      eps=eps)['images'][-1]
+  assert not np.allclose(unscaled, raw, atol=1e-3)
+
+
 # ---------------------------------------------------------------- converter
 
 

@@ -184,24 +184,33 @@ def problems(config: ml_collections.ConfigDict, device_count: int = 1,
   return found
 
 
+# Sections that may take the classifier's backbone, and the `model` encoder it fills.
+_BACKBONE_USERS = (('damsm', 'image_encoder'), ('stream', 'captioner'))
+
+
 def _backbone_problems(config: ml_collections.ConfigDict) -> list[str]:
-  """`damsm.pretrained_backbone = 'classifier'` needs an image encoder shaped like it."""
-  choice = config.damsm.get('pretrained_backbone', '')
-  if not choice:
-    return []
-  if choice != 'classifier':
-    return [f"damsm.pretrained_backbone = {choice!r}: must be '' or 'classifier'"]
-  encoder, oracle = config.model.image_encoder, config.oracle
-  wanted = {'data.name': (config.data.name, 'captioned_shapes'),
-            'model.image_encoder.backbone': (encoder.backbone, 'small_cnn'),
-            'model.image_encoder.small_cnn_downsample': (
-                encoder.get('small_cnn_downsample', 'stride'), 'maxpool'),
-            'model.image_encoder.small_cnn_features': (
-                tuple(encoder.small_cnn_features), tuple(oracle.features)),
-            'model.image_encoder.input_size': (encoder.input_size, oracle.image_size)}
-  return [f"damsm.pretrained_backbone = 'classifier' needs {path} = {want!r} (the "
-          f'classifier is the oracle network of section `oracle`), got {got!r}'
-          for path, (got, want) in wanted.items() if got != want]
+  """`<section>.pretrained_backbone = 'classifier'` needs an encoder shaped like it."""
+  found = []
+  for section, encoder_name in _BACKBONE_USERS:
+    choice = config[section].get('pretrained_backbone', '')
+    if not choice:
+      continue
+    if choice != 'classifier':
+      found.append(f"{section}.pretrained_backbone = {choice!r}: must be '' or 'classifier'")
+      continue
+    encoder, oracle = config.model[encoder_name], config.oracle
+    encoder_path = f'model.{encoder_name}'
+    wanted = {'data.name': (config.data.name, 'captioned_shapes'),
+              f'{encoder_path}.backbone': (encoder.backbone, 'small_cnn'),
+              f'{encoder_path}.small_cnn_downsample': (
+                  encoder.get('small_cnn_downsample', 'stride'), 'maxpool'),
+              f'{encoder_path}.small_cnn_features': (
+                  tuple(encoder.small_cnn_features), tuple(oracle.features)),
+              f'{encoder_path}.input_size': (encoder.input_size, oracle.image_size)}
+    found += [f"{section}.pretrained_backbone = 'classifier' needs {path} = {want!r} (the "
+              f'classifier is the oracle network of section `oracle`), got {got!r}'
+              for path, (got, want) in wanted.items() if got != want]
+  return found
 
 
 def check(config: ml_collections.ConfigDict, device_count: int = 1,

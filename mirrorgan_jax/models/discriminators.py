@@ -99,11 +99,14 @@ class Discriminator(nn.Module):
     ndf: base width (ref CUB 64).
     dtype: compute dtype; logits are float32.
     bn_axis_name: axis for cross-device BatchNorm statistics.
+    sentence_rms: sentence features rescaled to this rms in the conditional
+      head (0 = as given, the reference).
   """
   image_size: int
   ndf: int = 64
   dtype: jnp.dtype = jnp.float32
   bn_axis_name: str | None = None
+  sentence_rms: float = 0.0
 
   def setup(self):
     self.trunk = [
@@ -134,6 +137,8 @@ class Discriminator(nn.Module):
     if sentence.ndim != 2 or sentence.shape[0] != code.shape[0]:
       raise ValueError(
           f'sentence must be [{code.shape[0]}, D], got {sentence.shape}')
+    if self.sentence_rms:
+      sentence = layers.rescale_rms(sentence, self.sentence_rms)
     s = jnp.broadcast_to(sentence.astype(self.dtype)[:, None, None, :],
                          code.shape[:3] + sentence.shape[-1:])
     x = jnp.concatenate([code.astype(self.dtype), s], axis=-1)  # Code first.

@@ -46,7 +46,7 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
   Args:
     config: experiment config (`model` section). Options added after a run was
       started (small-CNN pooling and downsampling, image_every_step, initial_channels,
-      normalize_sentence) take
+      normalize_sentence, word_rms, sentence_rms) take
       their paper defaults when its saved config.json lacks them.
     vocab_size: words in the vocabulary (embedding and output layers).
     bn_axis_name: pmap axis for cross-device BatchNorm (None under jit).
@@ -72,11 +72,14 @@ def create_models(config: ml_collections.ConfigDict, vocab_size: int,
           num_stages=g.num_stages, base_size=g.base_size,
           num_res_blocks=g.num_res_blocks, glam=g.glam, dtype=dtype,
           bn_axis_name=bn_axis_name, initial_channels=g.get('initial_channels', 0),
-          normalize_sentence=g.get('normalize_sentence', False)),
+          normalize_sentence=g.get('normalize_sentence', False),
+          word_rms=g.get('word_rms', 0.0)),
       discriminators={
           f'd{s}': discriminators.Discriminator(
               image_size=s, ndf=m.discriminator.ndf, dtype=dtype,
-              bn_axis_name=bn_axis_name) for s in stage_sizes(config)},
+              bn_axis_name=bn_axis_name,
+              sentence_rms=m.discriminator.get('sentence_rms', 0.0))
+          for s in stage_sizes(config)},
       # The captioner's backbone stays differentiable even when it is not trained:
       # L_stream's gradient reaches G through it. STREAM pretraining freezes it
       # with `image_encoder.trainable_mask` instead.

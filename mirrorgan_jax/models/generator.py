@@ -27,6 +27,10 @@ Other departures from the reference:
 - `normalize_sentence` (off in the paper configs) scales each sentence feature
   vector to unit rms before CA, so the caption is not drowned by the unit CA
   noise when the text encoder's features are small.
+- `word_rms` (0, off, in the paper configs) scales each word feature vector to
+  that rms before GLAM, so the attention's sharpness and the word context's
+  size do not depend on the scale at which DAMSM happened to leave its features
+  (DAMSM's losses are cosine similarities, blind to scale).
 - Images and attention maps are returned as float32 whatever the compute dtype.
 - The sentence-attention maps beta are returned too (for visualisation, paper
   Fig. 5); the reference computes them and drops them.
@@ -170,6 +174,7 @@ class Generator(nn.Module):
     bn_axis_name: axis for cross-device BatchNorm statistics.
     initial_channels: F_0 width at 4x4 (0 = reference rule, see InitialStage).
     normalize_sentence: unit-rms sentence features into CA (see module doc).
+    word_rms: word features rescaled to this rms for GLAM (0 = as given).
   """
   ngf: int = 32
   z_dim: int = 100
@@ -182,6 +187,7 @@ class Generator(nn.Module):
   bn_axis_name: str | None = None
   initial_channels: int = 0
   normalize_sentence: bool = False
+  word_rms: float = 0.0
 
   @nn.compact
   def __call__(self, z: jax.Array, sentence: jax.Array, words: jax.Array,
@@ -221,8 +227,9 @@ class Generator(nn.Module):
           f'word mask {word_mask.shape} does not match words {words.shape}')
 
     if self.normalize_sentence:
-      sentence = sentence * jax.lax.rsqrt(
-          jnp.mean(jnp.square(sentence), axis=-1, keepdims=True) + 1e-8)
+      sentence = layers.rescale_rms(sentence, 1.0)
+    if self.word_rms:
+      words = layers.rescale_rms(words, self.word_rms)
     c, mu, logvar = conditioning.ConditioningAugmentation(
         self.condition_dim, self.dtype, name='ca')(sentence, eps)
     h = InitialStage(self.ngf, self.base_size, self.dtype, self.bn_axis_name,

@@ -43,6 +43,11 @@ def torch_bias_init(fan_in: int) -> Initializer:
   return uniform_init(-bound, bound)
 
 
+def rescale_rms(x: jax.Array, rms: float) -> jax.Array:
+  """Each vector (last axis) of `x` scaled to root-mean-square `rms` (zeros stay ~0)."""
+  return x * (rms * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + 1e-8))
+
+
 def glu(x: jax.Array) -> jax.Array:
   """Gated linear unit on the channel (last) axis: [..., 2C] -> a * sigmoid(b) [..., C]."""
   if x.shape[-1] % 2:

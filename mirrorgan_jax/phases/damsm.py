@@ -280,13 +280,7 @@ def init_variables(config: ml_collections.ConfigDict, models: factory.Models,
     logging.info('DAMSM %s starts from %s.', name, path)
     out[name] = jax.tree.map(jnp.asarray, loaded[path][name])
   if backbone is not None:
-    image = dict(out[IMAGE])
-    for collection in ('params', 'batch_stats'):
-      artifacts.check_tree(backbone[collection], image[collection][BACKBONE],
-                           'the pretrained image backbone')
-      image[collection] = {**image[collection],
-                           BACKBONE: jax.tree.map(jnp.asarray, backbone[collection])}
-    out[IMAGE] = image
+    out[IMAGE] = artifacts.with_backbone(out[IMAGE], backbone, (), 'the DAMSM image encoder')
   return out
 
 

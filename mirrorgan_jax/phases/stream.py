@@ -22,7 +22,10 @@ as `eval/...` scalars, with sample redescriptions (TensorBoard text and image,
 and `<workdir>/stream/samples_<step>.txt`). The result is the artifact
 `<workdir>/stream/artifact` (variables {'captioner': {params, batch_stats}},
 vocabulary, metadata). `stream.init_checkpoint` starts from such an artifact
-(e.g. one converted from PyTorch by `mirrorgan_jax.pretrained`).
+(e.g. one converted from PyTorch by `mirrorgan_jax.pretrained`). On
+captioned_shapes, which has no ImageNet weights, `stream.pretrained_backbone =
+'classifier'` takes the small-CNN backbone from the `classifier` phase's
+attribute classifier (`artifacts.classifier_backbone`), as the DAMSM phase can.
 
 Parallelism: data parallel with jit over a `data` Mesh (parameters replicated,
 batch sharded, BatchNorm statistics over the global batch), whatever
@@ -59,6 +62,7 @@ from mirrorgan_jax.models import image_encoder
 NUM_SAMPLES = 8  # Test images whose redescriptions are written each evaluation.
 _TRAIN_KEYS = ('caption_ids', 'caption_len')
 _EVAL_KEYS = ('caption_ids', 'caption_len', 'all_caption_ids', 'all_caption_len', 'mask')
+ENCODER = 'encoder'  # The captioner's CaptionEncoder; its backbone is under it.
 
 
 @flax.struct.dataclass
@@ -204,8 +208,12 @@ def make_train_step(config: ml_collections.ConfigDict, model: captioner_lib.Capt
 
 
 def init_variables(config: ml_collections.ConfigDict, model: captioner_lib.Captioner,
-                   vocab: vocab_lib.Vocabulary, rng: jax.Array) -> Any:
+                   vocab: vocab_lib.Vocabulary, rng: jax.Array,
+                   backbone: dict[str, Any] | None = None) -> Any:
   """Fresh captioner variables, or those of `config.stream.init_checkpoint`.
+
+  `backbone` ({'params', 'batch_stats'} of the image backbone, from
+  `artifacts.classifier_backbone`) replaces the fresh captioner's backbone.
 
   Raises:
     ValueError: the checkpoint's vocabulary is not `vocab`, its recorded
@@ -213,7 +221,10 @@ def init_variables(config: ml_collections.ConfigDict, model: captioner_lib.Capti
   """
   path = config.stream.init_checkpoint
   if not path:
-    return fast_init.run(functools.partial(factory.init_variables, config, model), rng)
+    variables = fast_init.run(functools.partial(factory.init_variables, config, model), rng)
+    if backbone is None:
+      return variables
+    return artifacts.with_backbone(variables, backbone, (ENCODER,), 'the STREAM captioner')
   variables, ckpt_vocab, _ = artifacts.read(path, artifacts.STREAM, config)
   variables = variables[artifacts.CAPTIONER]
   if ckpt_vocab != vocab:
@@ -370,7 +381,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   hook = CaptionEvalHook(config, model, vocab, eval_batches, workdir / 'stream', mesh)
 
   def init_state():
-    variables = init_variables(config, model, vocab, jax.random.PRNGKey(config.seed))
+    pretrained = (artifacts.classifier_backbone(workdir, config)
+                  if config.stream.get('pretrained_backbone') else None)
+    variables = init_variables(config, model, vocab, jax.random.PRNGKey(config.seed),
+                               pretrained)
     return train_step.place_state(create_state(variables, tx))
 
   backbone = 'frozen' if backbone_frozen(config) else 'trained'
@@ -386,7 +400,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
       vocab=vocab,
       meta=lambda final: {
           'source': 'trained', 'vocab_size': len(vocab), 'batch_size': batch_size,
-          'init_checkpoint': config.stream.init_checkpoint or None, 'eval': final}))
+          'init_checkpoint': config.stream.init_checkpoint or None,
+          'pretrained_backbone': config.stream.get('pretrained_backbone') or None,
+          'eval': final}))
   console.say(f'STREAM artifact written to {path} (test BLEU-4 greedy '
               f"{final['bleu4_greedy']:.4f}).")
   return path

@@ -10,18 +10,21 @@
 # oracle/artifact and vocab.json). Each arm trains the GAN phase from scratch in
 # OUT_DIR/lambda<L>_seed<S> and evaluates it (`--mode eval`); the table is written
 # to OUT_DIR/ablation.md by `python -m mirrorgan_jax.evaluation.ablation_table`.
-# Set ARMS to choose the arms (default "lambda0 lambda20"; "lambda5" is the authors'
-# weight relative to the adversarial terms; "lambda20_wordonly" trains without
-# sentence-level attention). The oracle artifact is needed only
-# for the eval stage (STAGE="gan" trains without it).
+# CONFIG (default configs/shapes.py) must be the base run's config, e.g.
+# configs/shapes.py:scratch_backbones for make runs 4-6. Set ARMS to choose the
+# arms (default "lambda0 lambda20"; "lambda5" is the authors' weight relative to
+# the adversarial terms; "lambda20_wordonly" trains without sentence-level
+# attention). The oracle artifact is needed only for the eval stage (STAGE="gan"
+# trains without it).
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
-  sed -n '2,17p' "$0"; exit 2
+  sed -n '2,18p' "$0"; exit 2
 fi
 BASE=$1; OUT=$2; SEEDS=${3:-"0 1 2"}; shift $(( $# >= 3 ? 3 : 2 ))
 ARMS=${ARMS:-"lambda0 lambda20"}
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+CONFIG=${CONFIG:-configs/shapes.py}
 arm_flags() {
   case $1 in
     lambda0) echo --config.loss.stream_weight=0 ;;
@@ -54,7 +57,7 @@ for mode in $STAGE; do
       cp "$BASE/vocab.json" "$dir/vocab.json"
       echo "== $arm seed $seed: $mode ($(date +%T))"
       # shellcheck disable=SC2046  # arm_flags prints several flags.
-      "$PY" -m mirrorgan_jax.main --config=configs/shapes.py --workdir="$dir" --mode=$mode \
+      "$PY" -m mirrorgan_jax.main --config="$CONFIG" --workdir="$dir" --mode=$mode \
         --config.seed="$seed" $(arm_flags "$arm") "$@"
     done
   done

@@ -22,7 +22,7 @@ def test_the_shipped_configs_pass():
   for module in (shapes, cub, coco):
     for arg in (None, 'smoke'):
       assert config_check.problems(module.get_config(arg), device_count=1) == []
-  assert config_check.problems(shapes.get_config('classifier_backbone'), device_count=1) == []
+  assert config_check.problems(shapes.get_config('scratch_backbones'), device_count=1) == []
   assert config_check.problems(shapes.get_config('smoke'), device_count=8) == []
 
 
@@ -83,8 +83,8 @@ def test_initial_channels_below_ngf_and_manual_dir(tmp_path):
 
 
 def test_classifier_backbone_needs_an_image_encoder_shaped_like_the_classifier():
-  config = shapes.get_config('classifier_backbone,smoke')
-  assert config.damsm.pretrained_backbone == 'classifier'
+  config = shapes.get_config('smoke')
+  assert config.damsm.pretrained_backbone == config.stream.pretrained_backbone == 'classifier'
   assert config_check.problems(config) == []
   config.model.image_encoder.small_cnn_downsample = 'stride'
   config.model.image_encoder.input_size = 64

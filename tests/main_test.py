@@ -1,5 +1,6 @@
 """End to end: `--mode all` on the smoke config, re-run skipping, and resume after SIGKILL."""
 
+import json
 import os
 import pathlib
 import shutil
@@ -34,10 +35,12 @@ def _config(data_dir, **train):
 
 def test_all_phases_write_their_outputs(smoke_run):
   workdir = smoke_run.workdir
-  for kind in (artifacts.DAMSM, artifacts.STREAM, artifacts.ORACLE):
+  # The default DAMSM and STREAM take the classifier's backbone: it is trained first.
+  for kind in (artifacts.CLASSIFIER, artifacts.DAMSM, artifacts.STREAM, artifacts.ORACLE):
     assert artifacts.exists(artifacts.directory(workdir, kind), kind), kind.name
-  # The default DAMSM trains its own image backbone: no classifier phase.
-  assert not (workdir / 'classifier').exists()
+  for kind in (artifacts.DAMSM, artifacts.STREAM):
+    meta = json.loads((artifacts.directory(workdir, kind) / 'meta.json').read_text())
+    assert meta['pretrained_backbone'] == 'classifier', kind.name
   assert (workdir / 'vocab.json').exists() and (workdir / 'config.json').exists()
   for phase in ('damsm', 'stream', 'oracle', 'gan'):
     assert list((workdir / phase).glob('events.out.tfevents*')), phase
@@ -67,10 +70,12 @@ def test_gan_curves_show_learning_diagnostics(smoke_run):
 
 def test_mode_classifier_trains_it_even_if_the_config_does_not_use_it(smoke_run, tmp_path,
                                                                        capsys):
-  """`all` skips the classifier when DAMSM does not use it; `--mode classifier` trains it."""
-  assert not smoke_run.config.damsm.pretrained_backbone
+  """`--mode classifier` trains it even when neither DAMSM nor STREAM uses it."""
+  config = shapes.get_config('scratch_backbones,smoke')
+  config.data.data_dir = smoke_run.config.data.data_dir
+  assert not config.damsm.pretrained_backbone and not config.stream.pretrained_backbone
   workdir = epath.Path(tmp_path)
-  main.run(smoke_run.config, workdir, 'classifier')
+  main.run(config, workdir, 'classifier')
   assert artifacts.exists(artifacts.directory(workdir, artifacts.CLASSIFIER),
                           artifacts.CLASSIFIER)
   assert not (workdir / 'damsm').exists() and not (workdir / 'oracle').exists()

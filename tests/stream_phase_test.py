@@ -22,7 +22,9 @@ BATCH = 16  # 96 train images -> 6 steps per epoch.
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-  config = shapes.get_config('smoke')
+  # The captioner trains its own backbone here; the classifier's backbone is loaded in
+  # damsm_phase_test.py and used by the `--mode all` run of conftest.py.
+  config = shapes.get_config('scratch_backbones,smoke')
   config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
   config.stream.batch_size = BATCH
   return config, input_pipeline.build_vocabulary(config)

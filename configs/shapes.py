@@ -110,7 +110,9 @@ def _classifier_backbones(c) -> None:
   was closer to its caption than to the caption with the shape word swapped 0.68 of
   the time; colour 0.99) and STREAM named it 0.71-0.79, and the GAN drew shapes at
   chance (oracle 0.14). With these backbones DAMSM reads shape 0.93 and STREAM
-  0.94, and the GAN draws the stated shape 0.43 (results/shapes_learning.md).
+  0.94, and the GAN draws the stated shape 0.38 (make run 8; 0.43 with features
+  scaled by a constant, e1) but the stated background less often (0.73 against
+  0.91; results/shapes_learning.md).
   """
   for section, encoder in ((c.damsm, c.model.image_encoder), (c.stream, c.model.captioner)):
     section.pretrained_backbone = 'classifier'
@@ -124,7 +126,7 @@ def _classifier_backbones(c) -> None:
   c.stream.eval_every_epochs = 3
   # This DAMSM leaves smaller features (word rms 0.084, sentence 0.104) than the one
   # of `_scratch_backbones` (0.140, 0.166); at those sizes GLAM and D's sentence head
-  # learnt every attribute more slowly (background 0.65 against 0.75 rescaled).
+  # learnt every attribute more slowly (make run 7 against gS: background 0.65 / 0.75).
   c.model.generator.word_rms = 0.14
   c.model.discriminator.sentence_rms = 0.166
 

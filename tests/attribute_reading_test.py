@@ -94,3 +94,50 @@ def test_read_scores_by_hand():
           for s, o in zip(np.asarray(sentence), np.asarray(swapped))]
   np.testing.assert_allclose(out['swap_distance/color'], want, rtol=1e-6)
   assert min(want) > 0.4  # Every swap changed the colour: the one-hot vectors moved.
+
+
+def test_read_by_likelihood_by_hand():
+  """A toy captioner: NLL 1 if the caption's colour word is its image's colour, else 3."""
+  ids, lengths = _batch(['a red star', 'a blue star', 'a green star'])
+  red, blue, green = (VOCAB.index[w] for w in ('red', 'blue', 'green'))
+  # Image 0 is red (reads right), image 1 is green (its caption 'blue' is wrong),
+  # image 2 is blind (every caption NLL 2).
+  seen = jnp.asarray([red, green, -1])
+
+  def caption_nll(token_ids):
+    match = token_ids[:, 1] == seen
+    return jnp.where(seen < 0, 2.0, jnp.where(match, 1.0, 3.0))
+
+  out = reading.read_by_likelihood(caption_nll, ids, lengths,
+                                   {'color': reading.make_table('color', VOCAB)},
+                                   _noise(0, 3))
+  swapped = np.asarray(reading.swap_one_word(
+      ids, lengths, reading.make_table('color', VOCAB), _noise(0, 3))[0])
+  # Row 1's swap may land on green (the image's colour): then the swap is likelier.
+  row1 = -2.0 if swapped[1, 1] == green else 0.0
+  np.testing.assert_allclose(out['swap_margin/color'], [2.0, row1, 0.0])
+  np.testing.assert_array_equal(out['swap_right/color'], [True, False, False])
+  assert (swapped[:, 1] != np.asarray(ids)[:, 1]).all()  # Every row got another colour.
+
+
+def test_tally_means_over_rows_with_the_word():
+  tally = reading.Tally(['color', 'size'], 'margin')
+  tally.add({'swap_has/color': np.array([True, True, False]),
+             'swap_right/color': np.array([True, False, True]),
+             'swap_margin/color': np.array([2.0, -1.0, 9.0]),
+             'swap_has/size': np.array([False, False, False]),
+             'swap_right/size': np.array([True, True, True]),
+             'swap_margin/size': np.array([1.0, 1.0, 1.0])},
+            mask=np.array([True, True, True]))
+  tally.add({'swap_has/color': np.array([True, True]),
+             'swap_right/color': np.array([True, True]),
+             'swap_margin/color': np.array([4.0, 100.0]),
+             'swap_has/size': np.array([True, False]),
+             'swap_right/size': np.array([False, True]),
+             'swap_margin/size': np.array([-3.0, 1.0])},
+            mask=np.array([True, False]))  # Row 1 is padding.
+  # colour: rows (T, 2), (F, -1), (T, 4); size: one row (F, -3).
+  assert tally.scalars() == pytest.approx({
+      'swap_accuracy/color': 2 / 3, 'swap_margin/color': 5 / 3,
+      'swap_accuracy/size': 0.0, 'swap_margin/size': -3.0})
+  assert reading.Tally(['shape'], 'distance').scalars() == {}

@@ -13,6 +13,7 @@ from mirrorgan_jax import artifacts
 from mirrorgan_jax.infra import checkpointing
 from mirrorgan_jax.phases import stream as stream_phase
 from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.evaluation import attribute_reading
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.models import captioner as captioner_lib
 from mirrorgan_jax.models import factory
@@ -75,7 +76,15 @@ def test_end_to_end_writes_checkpoints_summaries_samples_and_artifact(trained):
   assert variables['params']['decoder']['linear']['kernel'].shape[-1] == len(vocab)
   assert meta['steps'] == 6 and meta['vocab_size'] == len(vocab)
   assert meta['model']['captioner']['hidden_size'] == config.model.captioner.hidden_size
-  assert set(meta['eval']) == {'loss', 'token_accuracy', 'bleu4_greedy', 'bleu4_beam'}
+  # On captioned_shapes, the likelihood reading of every attribute the vocabulary has.
+  reading = {f'swap_{m}/{a}' for a in attribute_reading.tables(vocab)
+             for m in ('accuracy', 'margin')}
+  assert len(reading) == 2 * len(attribute_reading.ATTRIBUTES)
+  assert set(meta['eval']) == {'loss', 'token_accuracy', 'bleu4_greedy',
+                               'bleu4_beam'} | reading
+  for a in attribute_reading.ATTRIBUTES:
+    assert 0.0 <= meta['eval'][f'swap_accuracy/{a}'] <= 1.0, a
+    assert np.isfinite(meta['eval'][f'swap_margin/{a}']), a
   assert 0.0 < meta['eval']['loss'] < 10.0
   assert 0.0 <= meta['eval']['bleu4_greedy'] <= 1.0
 

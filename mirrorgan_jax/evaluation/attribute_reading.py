@@ -1,4 +1,4 @@
-"""Do the DAMSM encoders read each attribute? Captions with one word swapped.
+"""Do the DAMSM encoders and STREAM read each attribute? Captions with one word swapped.
 
 DAMSM learns from in-batch negatives. A word that rarely tells two captions of a
 batch apart gets little training signal, so STEM can reach a high R-precision
@@ -13,10 +13,18 @@ as 'circle' / 'disk' are one class, never swapped for each other) and ask
   swap_distance/<a>: 1 - cos(sentence, swapped sentence); near 0 = the text
     encoder's sentence vector ignores the word.
 
+The captioner (STREAM) is asked the same question through its likelihood
+(`read_by_likelihood`): is the image's caption more probable, teacher-forced,
+than the swapped one? That is exactly what the GAN's redescription loss can
+teach G about a word, whatever the captioner's greedy caption happens to state.
+
+  swap_accuracy/<a>: NLL(caption | image) < NLL(swapped caption | image);
+  swap_margin/<a>: NLL(swapped) - NLL(caption), in nats (0 = the word is ignored).
+
 Word classes come from the dataset's vocabulary tables (`shapes_scene`).
 """
 
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -132,3 +140,54 @@ def read(encode: Callable[[jax.Array], jax.Array], ids: jax.Array, lengths: jax.
     out[f'swap_right/{name}'] = own > _cosine(image_code, other)
     out[f'swap_distance/{name}'] = 1.0 - _cosine(sentence, other)
   return out
+
+
+def read_by_likelihood(caption_nll: Callable[[jax.Array], jax.Array], ids: jax.Array,
+                       lengths: jax.Array, swap_tables: dict[str, SwapTable],
+                       noise: jax.Array) -> dict[str, jax.Array]:
+  """Per-row scores of each attribute for a captioner (averaged by the caller).
+
+  Args:
+    caption_nll: ids [B, T] -> [B] negative log-likelihood of each caption given
+      its image (teacher-forced, summed over the caption's scored tokens).
+    ids, lengths: the images' captions.
+    swap_tables: attribute -> SwapTable (`tables`).
+    noise: uniform [B, T + 1], as `swap_one_word`'s.
+  Returns:
+    {'swap_has/<a>': [B] bool, 'swap_right/<a>': [B] bool (the caption is more
+     probable than the swap), 'swap_margin/<a>': [B] float (NLL difference)}.
+  """
+  out = {}
+  own = caption_nll(ids)
+  for name, table in swap_tables.items():
+    swapped, has = swap_one_word(ids, lengths, table, noise)
+    margin = caption_nll(swapped) - own
+    out[f'swap_has/{name}'] = has
+    out[f'swap_right/{name}'] = margin > 0
+    out[f'swap_margin/{name}'] = margin
+  return out
+
+
+class Tally:
+  """Collects per-row scores of `read` / `read_by_likelihood` over eval batches."""
+
+  def __init__(self, attributes: Iterable[str], measure: str):
+    """`measure`: the per-row float next to `swap_right` ('distance' or 'margin')."""
+    self.measure = measure
+    self.rows = {name: ([], []) for name in attributes}
+
+  def add(self, out: Mapping[str, np.ndarray], mask: np.ndarray) -> None:
+    """Adds one batch's host outputs; `mask` marks its real (non-padding) rows."""
+    for name, (right, value) in self.rows.items():
+      rows = mask & out[f'swap_has/{name}']
+      right.append(out[f'swap_right/{name}'][rows])
+      value.append(out[f'swap_{self.measure}/{name}'][rows])
+
+  def scalars(self) -> dict[str, float]:
+    """{'swap_accuracy/<a>', 'swap_<measure>/<a>'}: means over rows with such a word."""
+    out = {}
+    for name, (right, value) in self.rows.items():
+      if sum(len(r) for r in right):
+        out[f'swap_accuracy/{name}'] = float(np.mean(np.concatenate(right)))
+        out[f'swap_{self.measure}/{name}'] = float(np.mean(np.concatenate(value)))
+    return out

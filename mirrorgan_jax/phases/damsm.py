@@ -358,7 +358,7 @@ class RetrievalEvalHook:
     variables = encoder_variables(state)
     sums, full_batches = {}, 0
     codes, sentences, classes, pool, pool_classes = [], [], [], [], []
-    reading = {name: ([], []) for name in self.swap_tables}
+    reading = attribute_reading.Tally(self.swap_tables, 'distance')
     sample = None
     for batch in self.eval_batches:
       images = batch[self.key]
@@ -369,10 +369,7 @@ class RetrievalEvalHook:
         full_batches += 1
         for k in ('word_loss0', 'word_loss1', 'sentence_loss0', 'sentence_loss1'):
           sums[k] = sums.get(k, 0.0) + float(out[k])
-      for name, (right, distance) in reading.items():
-        rows = mask & out[f'swap_has/{name}']
-        right.append(out[f'swap_right/{name}'][rows])
-        distance.append(out[f'swap_distance/{name}'][rows])
+      reading.add(out, mask)
       codes.append(out['code'][mask])
       sentences.append(out['sentence'][mask])
       classes.append(out['class_id'][mask])
@@ -392,10 +389,7 @@ class RetrievalEvalHook:
       scalars['loss'] = scalars['word_loss'] + scalars['sentence_loss']
     else:
       logging.warning('DAMSM eval: no full eval batch, so no losses (only R-precision).')
-    for name, (right, distance) in reading.items():
-      if sum(len(r) for r in right):
-        scalars[f'swap_accuracy/{name}'] = float(np.mean(np.concatenate(right)))
-        scalars[f'swap_distance/{name}'] = float(np.mean(np.concatenate(distance)))
+    scalars.update(reading.scalars())
     scalars.update(self._r_precision(*(np.concatenate(x) for x in (
         codes, sentences, classes, pool, pool_classes))))
     return scalars, sample

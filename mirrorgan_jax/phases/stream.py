@@ -19,7 +19,10 @@ Every epoch and at the end the test split is evaluated: teacher-forced loss
 and token accuracy of each image's first caption, and corpus BLEU-4 of greedy
 (and beam-search) redescriptions against all of the image's captions, written
 as `eval/...` scalars, with sample redescriptions (TensorBoard text and image,
-and `<workdir>/stream/samples_<step>.txt`). The result is the artifact
+and `<workdir>/stream/samples_<step>.txt`). On captioned_shapes it also
+measures whether the captioner reads each attribute: is a test caption more
+probable than the same caption with one attribute word swapped
+(`evaluation.attribute_reading.read_by_likelihood`)? The result is the artifact
 `<workdir>/stream/artifact` (variables {'captioner': {params, batch_stats}},
 vocabulary, metadata). `stream.init_checkpoint` starts from such an artifact
 (e.g. one converted from PyTorch by `mirrorgan_jax.pretrained`). On
@@ -54,6 +57,8 @@ from mirrorgan_jax.infra import parallel
 from mirrorgan_jax.phases import runner
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.data import shapes_labels
+from mirrorgan_jax.evaluation import attribute_reading
 from mirrorgan_jax.evaluation import bleu
 from mirrorgan_jax.models import captioner as captioner_lib
 from mirrorgan_jax.models import factory
@@ -246,8 +251,8 @@ def create_state(variables: Any, tx: optax.GradientTransformation) -> StreamStat
                      opt_state=tx.init(variables['params']))
 
 
-def _eval_step(model, key, max_len, beam_size, end_token, variables, batch):
-  """Teacher-forced counts and decoded ids of one (padded) eval batch."""
+def _eval_step(model, key, max_len, beam_size, end_token, swap_tables, variables, batch):
+  """Teacher-forced counts, decoded ids and attribute reading of one eval batch."""
   images, ids = batch[key], batch['caption_ids']
   lengths = losses.caption_target_lengths(batch['caption_len'], ids.shape[1], end_token)
   lengths = jnp.where(batch['mask'], lengths, 0)  # Padding rows: no token.
@@ -257,6 +262,16 @@ def _eval_step(model, key, max_len, beam_size, end_token, variables, batch):
          'correct': correct, 'count': count,
          'greedy': captioner_lib.greedy_decode(model, variables, images, max_len)[0],
          **{k: batch[k] for k in ('all_caption_ids', 'all_caption_len', 'mask')}}
+
+  def caption_nll(token_ids):  # [B]: each caption's summed NLL given its image.
+    per_row = jax.vmap(lambda l, t, n: losses.caption_loss(l[None], t[None], n[None],
+                                                           'sentence_sum'))
+    return per_row(model.apply(variables, images, token_ids, lengths, train=False),
+                   token_ids, lengths)
+
+  out.update(attribute_reading.read_by_likelihood(
+      caption_nll, ids, batch['caption_len'], swap_tables,
+      jax.random.uniform(jax.random.PRNGKey(0), (ids.shape[0], ids.shape[1] + 1))))
   if beam_size > 1:
     out['beam'] = captioner_lib.beam_search(
         model, variables, images, beam_size, max_len)[0]
@@ -286,9 +301,12 @@ class CaptionEvalHook:
     self.beam_size = c.beam_size
     rep = parallel.replicated(self.mesh)
     # Outputs replicated: every process gets the global batch for BLEU.
+    # On captioned_shapes: does the captioner read each attribute (its likelihood)?
+    self.swap_tables = (attribute_reading.tables(vocab)
+                        if config.data.name == shapes_labels.DATASET else {})
     self.step = jax.jit(
         functools.partial(_eval_step, model, self.key, c.max_decode_len, c.beam_size,
-                          config.loss.stream_end_token),
+                          config.loss.stream_end_token, self.swap_tables),
         in_shardings=(rep, parallel.batch_sharded(self.mesh)), out_shardings=rep)
     self.last: dict[str, float] | None = None  # Scalars of the latest evaluation.
 
@@ -296,13 +314,17 @@ class CaptionEvalHook:
     """Evaluates `state` on the whole eval split.
 
     Returns:
-      (scalars {'loss', 'token_accuracy', 'bleu4_greedy'[, 'bleu4_beam']},
+      (scalars {'loss', 'token_accuracy', 'bleu4_greedy'[, 'bleu4_beam']}, and on
+       captioned_shapes 'swap_accuracy/<attribute>', 'swap_margin/<attribute>'
+       (`evaluation.attribute_reading.read_by_likelihood`, over test captions
+       with such a word),
        samples {'images' uint8 [n, S, S, 3], 'references', and per decoder a
        list of n id lists}).
     """
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     sums = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
     hyps = {d: [] for d in self.decoders}
+    reading = attribute_reading.Tally(self.swap_tables, 'margin')
     refs, samples = [], None
     for batch in self.eval_batches:
       images = batch[self.key]
@@ -310,6 +332,7 @@ class CaptionEvalHook:
       out = jax.device_get(self.step(variables, parallel.global_batch(batch, self.mesh)))
       for k in sums:
         sums[k] += float(out[k])
+      reading.add(out, out['mask'].astype(bool))
       rows = np.flatnonzero(out['mask'])
       for d in self.decoders:
         hyps[d].extend(_words(out[d][i]) for i in rows)
@@ -327,6 +350,7 @@ class CaptionEvalHook:
                'token_accuracy': sums['correct'] / count}
     for d in self.decoders:
       scalars[f'bleu4_{d}'] = bleu.corpus_bleu(hyps[d], refs, max_n=4)
+    scalars.update(reading.scalars())
     return scalars, samples
 
   def format_samples(self, samples: dict[str, Any]) -> str:

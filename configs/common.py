@@ -113,6 +113,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # '' (ref: the image backbone is ImageNet Inception-v3, or fresh) or 'classifier'
   # (captioned_shapes: the small CNN from the `classifier` phase's network).
   c.damsm.pretrained_backbone = ''
+  # captioned_shapes only: each caption with one attribute word swapped is a hard
+  # negative of its image in the sentence loss (phases/swap_negatives.py; ref: none).
+  c.damsm.swap_negatives = False
   c.damsm.eval_every_epochs = 1  # Test R-precision every N epochs (and at the end).
 
   c.stream = ml_collections.ConfigDict()

@@ -308,6 +308,18 @@ def classifier_backbone(workdir: os.PathLike | str,
           for collection in ('params', 'batch_stats')}
 
 
+def pretrained_backbone(workdir: os.PathLike | str, config: ml_collections.ConfigDict,
+                        section: str) -> dict[str, Any] | None:
+  """The backbone `config.<section>.pretrained_backbone` asks for, or None.
+
+  `section` is one of `config_check.BACKBONE_USERS` ('damsm', 'stream'); the
+  only choice is 'classifier' (`classifier_backbone`; config_check refuses others).
+  """
+  if not config[section].get('pretrained_backbone'):
+    return None
+  return classifier_backbone(workdir, config)
+
+
 def with_backbone(variables: dict[str, Any], backbone: dict[str, Any],
                   path: tuple[str, ...], what: str) -> dict[str, Any]:
   """`variables` with the backbone subtree under `path` replaced by `backbone`.

@@ -128,7 +128,8 @@ def _run_phases(config, workdir: epath.Path, mode: str, has_oracle: bool) -> Non
       (artifacts.STREAM, lambda: stream_phase.train_and_evaluate(config, workdir, vocab)),
       (artifacts.ORACLE, lambda: oracle_phase.train_and_evaluate(config, workdir)))
   # What `all` trains (an explicit `--mode classifier` / `oracle` always does).
-  uses_classifier = any(config[s].get('pretrained_backbone') for s in ('damsm', 'stream'))
+  uses_classifier = any(config[s].get('pretrained_backbone')
+                        for s, _ in config_check.BACKBONE_USERS)
   in_all = {artifacts.CLASSIFIER.phase: has_oracle and uses_classifier,
             artifacts.ORACLE.phase: has_oracle}
   for kind, train in pretraining:

@@ -82,6 +82,14 @@ def test_initial_channels_below_ngf_and_manual_dir(tmp_path):
   assert config_check.problems(config, dataset_prepared=False) == []
 
 
+def test_swap_negatives_need_captioned_shapes():
+  config = cub.get_config()
+  config.damsm.swap_negatives = True
+  assert any('damsm.swap_negatives = True' in p and "'cub'" in p
+             for p in config_check.problems(config))
+  assert not config_check.problems(shapes.get_config())  # The default uses it.
+
+
 def test_classifier_backbone_needs_an_image_encoder_shaped_like_the_classifier():
   config = shapes.get_config('smoke')
   assert config.damsm.pretrained_backbone == config.stream.pretrained_backbone == 'classifier'

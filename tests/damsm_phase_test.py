@@ -271,3 +271,25 @@ def test_frozen_backbone_gets_no_update():
   head = updates['image_encoder']['emb_cnn_code']['b']
   np.testing.assert_allclose(head, -lr, rtol=1e-5)
   np.testing.assert_allclose(updates['text_encoder']['w'], -lr, rtol=1e-5)
+
+
+def test_swap_negatives_add_a_fifth_term(trained):
+  """`damsm.swap_negatives`: the step's loss is the four DAMSM terms plus 'swap_loss'."""
+  config, vocab, _, path = trained
+  models = factory.create_models(config, len(vocab))
+  variables, _, _ = artifacts.read(path, artifacts.DAMSM, config)
+  tx = dt.create_optimizer(config, steps_per_epoch=1000)
+  batch = next(input_pipeline.create_datasets(config, vocab, batch_size=BATCH)[0])
+  metrics = {}
+  for tables in ({}, attribute_reading.tables(vocab)):
+    step = dt.make_train_step(config, models, tx, 1000, swap_tables=tables)
+    state = step.place_state(dt.create_state(jax.tree.map(jnp.asarray, variables), tx,
+                                             jax.random.PRNGKey(0)))
+    metrics[bool(tables)] = jax.device_get(step(state, batch)[1])
+  terms = ('word_loss0', 'word_loss1', 'sentence_loss0', 'sentence_loss1')
+  assert 'swap_loss' not in metrics[False]
+  for k in terms:  # The reference's terms are unchanged by the option.
+    assert float(metrics[True][k]) == pytest.approx(float(metrics[False][k]), rel=1e-5), k
+  assert float(metrics[True]['swap_loss']) > 0.0
+  assert float(metrics[True]['loss']) == pytest.approx(
+      sum(float(metrics[True][k]) for k in terms + ('swap_loss',)), rel=1e-5)

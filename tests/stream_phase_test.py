@@ -134,6 +134,15 @@ def test_init_checkpoint_loads_artifact_and_checks_vocabulary(trained):
   want = _flat(saved)
   for k, v in _flat(got).items():
     np.testing.assert_array_equal(v, want[k], err_msg=k)
+  # A pretrained backbone replaces the loaded one; everything else stays the checkpoint's.
+  backbone = jax.tree.map(lambda x: x + 1.0, {
+      c: saved[c][stream_phase.ENCODER]['backbone'] for c in ('params', 'batch_stats')})
+  got = _flat(stream_phase.init_variables(config, model, vocab, jax.random.PRNGKey(1),
+                                          backbone))
+  moved = _flat({c: {stream_phase.ENCODER: {'backbone': backbone[c]}} for c in backbone})
+  assert moved and set(moved) < set(got)
+  for k, v in got.items():
+    np.testing.assert_array_equal(v, moved.get(k, want[k]), err_msg=k)
   other = vocab_lib.Vocabulary(vocab.words[:-1])
   with pytest.raises(ValueError, match='different vocabulary'):
     stream_phase.init_variables(config, model, other, jax.random.PRNGKey(1))

@@ -82,8 +82,8 @@ def tables(vocab: vocab_lib.Vocabulary) -> dict[str, SwapTable]:
   return out
 
 
-def _cosine(x: jax.Array, y: jax.Array) -> jax.Array:
-  """Row-wise cosine similarity of [B, D] arrays."""
+def cosine(x: jax.Array, y: jax.Array) -> jax.Array:
+  """Row-wise cosine similarity of [B, D] arrays (DAMSM's: eps 1e-8 on the norms)."""
   x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
   norms = jnp.linalg.norm(x, axis=-1) * jnp.linalg.norm(y, axis=-1)
   return jnp.sum(x * y, axis=-1) / jnp.maximum(norms, _COSINE_EPS)
@@ -132,13 +132,13 @@ def read(encode: Callable[[jax.Array], jax.Array], ids: jax.Array, lengths: jax.
      caption than to the swap), 'swap_distance/<a>': [B] float} per attribute.
   """
   out = {}
-  own = _cosine(image_code, sentence)
+  own = cosine(image_code, sentence)
   for name, table in swap_tables.items():
     swapped, has = swap_one_word(ids, lengths, table, noise)
     other = encode(swapped)
     out[f'swap_has/{name}'] = has
-    out[f'swap_right/{name}'] = own > _cosine(image_code, other)
-    out[f'swap_distance/{name}'] = 1.0 - _cosine(sentence, other)
+    out[f'swap_right/{name}'] = own > cosine(image_code, other)
+    out[f'swap_distance/{name}'] = 1.0 - cosine(sentence, other)
   return out
 
 

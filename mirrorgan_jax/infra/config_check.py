@@ -174,6 +174,9 @@ def problems(config: ml_collections.ConfigDict, device_count: int = 1,
                  f'{config.model.generator.initial_channels}: must be 0 or >= ngf '
                  f'({config.model.generator.ngf})')
   found += _backbone_problems(config)
+  if config.damsm.get('swap_negatives') and config.data.name != 'captioned_shapes':
+    found.append(f'damsm.swap_negatives = True: needs data.name = \'captioned_shapes\' '
+                 f'(its attribute word tables), got {config.data.name!r}')
   manual_dir = config.data.manual_dir
   if manual_dir and '://' not in manual_dir and not os.path.isdir(manual_dir):
     found.append(f'data.manual_dir = {manual_dir!r}: no such directory')
@@ -185,13 +188,13 @@ def problems(config: ml_collections.ConfigDict, device_count: int = 1,
 
 
 # Sections that may take the classifier's backbone, and the `model` encoder it fills.
-_BACKBONE_USERS = (('damsm', 'image_encoder'), ('stream', 'captioner'))
+BACKBONE_USERS = (('damsm', 'image_encoder'), ('stream', 'captioner'))
 
 
 def _backbone_problems(config: ml_collections.ConfigDict) -> list[str]:
   """`<section>.pretrained_backbone = 'classifier'` needs an encoder shaped like it."""
   found = []
-  for section, encoder_name in _BACKBONE_USERS:
+  for section, encoder_name in BACKBONE_USERS:
     choice = config[section].get('pretrained_backbone', '')
     if not choice:
       continue

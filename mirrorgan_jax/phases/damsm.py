@@ -62,6 +62,7 @@ from mirrorgan_jax.infra import image_grid
 from mirrorgan_jax.phases import losses
 from mirrorgan_jax.infra import parallel
 from mirrorgan_jax.phases import runner
+from mirrorgan_jax.phases import swap_negatives
 from mirrorgan_jax.evaluation import attribute_reading
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
@@ -185,14 +186,16 @@ def damsm_losses(loss_config: ml_collections.ConfigDict, regions: jax.Array,
           'sentence_loss1': s1}, maps
 
 
-def _train_step(models, tx, loss_config, train_backbone, lr_at, key,
+def _train_step(models, tx, loss_config, train_backbone, lr_at, key, swap_tables,
                 state: DamsmState, batch):
   ids, lengths = batch['caption_ids'], batch['caption_len']
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
-    words, sentence = models.text_encoder.apply(
-        {'params': params[TEXT]}, ids, lengths, train=True, rngs={'dropout': dropout_rng})
+    def encode(token_ids):
+      return models.text_encoder.apply({'params': params[TEXT]}, token_ids, lengths,
+                                       train=True, rngs={'dropout': dropout_rng})
+    words, sentence = encode(ids)
     image_vars = {'params': params[IMAGE], 'batch_stats': state.batch_stats}
     if train_backbone:
       (regions, code), mutated = models.image_encoder.apply(
@@ -203,6 +206,10 @@ def _train_step(models, tx, loss_config, train_backbone, lr_at, key,
       stats = state.batch_stats
     terms, _ = damsm_losses(loss_config, regions, code, words, sentence, lengths,
                             batch['class_id'])
+    if swap_tables:  # `damsm.swap_negatives`: near-copy captions as hard negatives.
+      terms['swap_loss'] = swap_negatives.loss(
+          lambda swapped: encode(swapped)[1], ids, lengths, code, sentence, swap_tables,
+          loss_config.gamma3, jax.random.fold_in(dropout_rng, 1))
     return sum(terms.values()), (terms, stats)
 
   (loss, (terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -215,7 +222,8 @@ def _train_step(models, tx, loss_config, train_backbone, lr_at, key,
 
 def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
                     tx: optax.GradientTransformation, steps_per_epoch: int,
-                    mesh: jax.sharding.Mesh | None = None):
+                    mesh: jax.sharding.Mesh | None = None,
+                    swap_tables: dict[str, attribute_reading.SwapTable] | None = None):
   """Compiles the DAMSM step over a `data` Mesh.
 
   Args:
@@ -224,6 +232,9 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
     tx: `create_optimizer(config, steps_per_epoch)`.
     steps_per_epoch: train steps per epoch (for the logged learning rate).
     mesh: device mesh (default: all devices).
+    swap_tables: with `damsm.swap_negatives`, the vocabulary's word tables
+      (`attribute_reading.tables`): the loss gets `swap_negatives.loss` as
+      'swap_loss'. None or empty: the reference's four terms only.
   Returns:
     train_step(state, batch) -> (state, metrics), taking a host numpy batch and
     a state placed with `train_step.place_state`.
@@ -235,7 +246,8 @@ def make_train_step(config: ml_collections.ConfigDict, models: factory.Models,
       functools.partial(
           _train_step, models, tx, ml_collections.FrozenConfigDict(config.loss),
           config.model.image_encoder.train_backbone,
-          lambda step: learning_rate(base_lr, step // steps_per_epoch), key),
+          lambda step: learning_rate(base_lr, step // steps_per_epoch), key,
+          swap_tables or {}),
       mesh, batch_keys=(key,) + _TRAIN_KEYS)
 
 
@@ -447,13 +459,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
                                                          batch_size=batch_size)
   num_steps = config.damsm.num_epochs * info.steps_per_epoch
   tx = create_optimizer(config, info.steps_per_epoch)
-  train_step = make_train_step(config, models, tx, info.steps_per_epoch, mesh)
+  swap_tables = (attribute_reading.tables(vocab) if config.damsm.get('swap_negatives')
+                 else None)
+  if config.damsm.get('swap_negatives') and not swap_tables:
+    raise ValueError('damsm.swap_negatives needs the captioned_shapes vocabulary (its '
+                     'attribute words); set it to False for other data')
+  train_step = make_train_step(config, models, tx, info.steps_per_epoch, mesh, swap_tables)
   hook = RetrievalEvalHook(config, models, vocab, eval_batches, workdir / 'damsm', mesh)
 
   def init_state():
     rng, init_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    pretrained = (artifacts.classifier_backbone(workdir, config)
-                  if config.damsm.get('pretrained_backbone') else None)
+    pretrained = artifacts.pretrained_backbone(workdir, config, 'damsm')
     variables = init_variables(config, models, vocab, init_rng, pretrained)
     return train_step.place_state(create_state(variables, tx, rng))
 

@@ -218,18 +218,24 @@ def init_variables(config: ml_collections.ConfigDict, model: captioner_lib.Capti
   """Fresh captioner variables, or those of `config.stream.init_checkpoint`.
 
   `backbone` ({'params', 'batch_stats'} of the image backbone, from
-  `artifacts.classifier_backbone`) replaces the fresh captioner's backbone.
+  `artifacts.classifier_backbone`) then replaces the captioner's backbone
+  (fresh or loaded), as DAMSM's `init_variables` does.
 
   Raises:
     ValueError: the checkpoint's vocabulary is not `vocab`, its recorded
       architecture differs from the config, or its variables do not fit.
   """
   path = config.stream.init_checkpoint
-  if not path:
-    variables = fast_init.run(functools.partial(factory.init_variables, config, model), rng)
-    if backbone is None:
-      return variables
-    return artifacts.with_backbone(variables, backbone, (ENCODER,), 'the STREAM captioner')
+  variables = (_from_checkpoint(config, model, vocab, rng) if path else
+               fast_init.run(functools.partial(factory.init_variables, config, model), rng))
+  if backbone is None:
+    return variables
+  return artifacts.with_backbone(variables, backbone, (ENCODER,), 'the STREAM captioner')
+
+
+def _from_checkpoint(config, model, vocab, rng) -> Any:
+  """The captioner variables of the artifact `config.stream.init_checkpoint`."""
+  path = config.stream.init_checkpoint
   variables, ckpt_vocab, _ = artifacts.read(path, artifacts.STREAM, config)
   variables = variables[artifacts.CAPTIONER]
   if ckpt_vocab != vocab:
@@ -405,8 +411,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
   hook = CaptionEvalHook(config, model, vocab, eval_batches, workdir / 'stream', mesh)
 
   def init_state():
-    pretrained = (artifacts.classifier_backbone(workdir, config)
-                  if config.stream.get('pretrained_backbone') else None)
+    pretrained = artifacts.pretrained_backbone(workdir, config, 'stream')
     variables = init_variables(config, model, vocab, jax.random.PRNGKey(config.seed),
                                pretrained)
     return train_step.place_state(create_state(variables, tx))

@@ -11,6 +11,7 @@ from mirrorgan_jax.evaluation import attribute_reading as reading
 
 VOCAB = vocab_lib.Vocabulary.build([
     'a small red star on the left', 'a big blue disk above a green heart',
+    'right top upper bottom lower center middle in part',
     'a circle square triangle diamond cross ring donut on a grey gray black white '
     'background', 'the image shows a tiny little large orange yellow cyan purple pink '
     'brown'])
@@ -67,6 +68,25 @@ def test_unknown_attributes_and_missing_words_are_named():
     reading.make_table('shape', small)
   assert 'shape' not in reading.tables(small) and set(reading.tables(VOCAB)) == set(
       reading.ATTRIBUTES)
+
+
+def test_position_classes_are_the_words_only_one_position_uses():
+  table = reading.make_table('position', VOCAB)
+  named = {w: int(table.word_class[VOCAB.index[w]]) for w in
+           ('left', 'right', 'top', 'upper', 'bottom', 'lower', 'center', 'middle')}
+  order = {p: i for i, p in enumerate(shapes_scene.POSITIONS)}
+  assert named == {'left': order['left'], 'right': order['right'], 'top': order['top'],
+                   'upper': order['top'], 'bottom': order['bottom'],
+                   'lower': order['bottom'], 'center': order['center'],
+                   'middle': order['center']}
+  for shared in ('on', 'the', 'at', 'in', 'part', 'of'):  # In several positions' phrases.
+    if shared in VOCAB.index:
+      assert table.word_class[VOCAB.index[shared]] == -1, shared
+  ids, lengths = _batch(['a red star in the upper part'])
+  swapped, has = reading.swap_one_word(ids, lengths, table, _noise(1, 1))
+  words = VOCAB.decode(np.asarray(swapped)[0]).split()
+  assert bool(has[0]) and words[:5] + words[6:] == 'a red star in the part'.split()
+  assert words[5] in ('left', 'right', 'bottom', 'center')
 
 
 def test_read_scores_by_hand():

@@ -11,9 +11,10 @@ from mirrorgan_jax.phases import swap_negatives
 
 VOCAB = vocab_lib.Vocabulary.build([
     'a small red star on the left', 'a big blue disk above a green heart',
+    'right top upper bottom lower center middle',
     'a circle square triangle diamond cross ring donut on a grey gray black white '
     'background', 'a tiny little large orange yellow cyan purple pink brown'])
-STEPS = 8
+STEPS = 12
 GAMMA3 = 10.0
 
 
@@ -59,7 +60,7 @@ def test_loss_by_hand():
 
 
 def test_every_table_adds_a_candidate_and_tables_are_required():
-  ids, lengths = _batch(['a small red star on a grey background'])
+  ids, lengths = _batch(['a small red star on the left on a grey background'])
   tables = reading.tables(VOCAB)
   calls = []
 
@@ -67,15 +68,15 @@ def test_every_table_adds_a_candidate_and_tables_are_required():
     calls.append(np.asarray(token_ids))
     return jnp.ones((token_ids.shape[0], 3))
 
-  # Every sentence equals the code: all 1 + 4 candidates tie, loss log(5).
+  # Every sentence equals the code: all 1 + 5 candidates tie, loss log(6).
   got = swap_negatives.loss(encode, ids, lengths, jnp.ones((1, 3)), jnp.ones((1, 3)),
                             tables, GAMMA3, jax.random.PRNGKey(0))
-  assert len(calls) == len(tables) == 4
+  assert len(calls) == len(tables) == 5
   for swapped, name in zip(calls, tables):
     changed = np.flatnonzero(swapped[0] != np.asarray(ids)[0])
     assert len(changed) == 1, name
     assert reading.make_table(name, VOCAB).word_class[swapped[0, changed[0]]] >= 0, name
-  assert float(got) == pytest.approx(np.log(5.0), rel=1e-6)
+  assert float(got) == pytest.approx(np.log(6.0), rel=1e-6)
   with pytest.raises(ValueError, match='word tables'):
     swap_negatives.loss(encode, ids, lengths, jnp.ones((1, 3)), jnp.ones((1, 3)), {},
                         GAMMA3, jax.random.PRNGKey(0))

@@ -6,7 +6,8 @@ while ignoring it, and then nothing downstream (the CA input of G, the sentence
 head of D) is conditioned on it. On captioned_shapes this is measurable: swap one
 attribute word of a test caption for a word of another class of the same
 attribute ('a red star on the left' -> 'a red heart on the left'; synonyms such
-as 'circle' / 'disk' are one class, never swapped for each other) and ask
+as 'circle' / 'disk' are one class, never swapped for each other; a position is
+its key word: 'left', 'top' / 'upper', ...) and ask
 
   swap_accuracy/<a>: is the image code closer (cosine) to its caption than to
     the swapped one? 0.5 = the encoders cannot tell the attribute;
@@ -34,6 +35,22 @@ from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import shapes_scene
 
 _COSINE_EPS = 1e-8  # As DAMSM's cosine: dot / max(|x| |y|, eps).
+
+
+def _position_words(position: str) -> tuple[str, ...]:
+  """Words of `position`'s phrases that no other position's phrases use.
+
+  'left': ('left',); 'top': ('top', 'upper'); 'center': ('center', 'middle'). A
+  swap turns 'in the upper part' into 'in the left part'; 'left' / 'right' also
+  occur in relation phrases ('left of'), whose swap is as false of the image.
+  """
+  def words(p):
+    return [w for phrase in shapes_scene.POSITION_PHRASES[p]
+            for w in shapes_scene.tokenize(phrase)]
+  others = {w for p in shapes_scene.POSITIONS if p != position for w in words(p)}
+  return tuple(dict.fromkeys(w for w in words(position) if w not in others))
+
+
 # Attribute -> its classes, each class the tuple of words that name it.
 _WORD_CLASSES = {
     'shape': tuple(shapes_scene.SHAPE_WORDS.get(s, (s,)) for s in shapes_scene.SHAPES),
@@ -41,6 +58,7 @@ _WORD_CLASSES = {
     'size': tuple(shapes_scene.SIZE_WORDS[s] for s in shapes_scene.SIZES),
     'background': tuple(shapes_scene.BACKGROUND_WORDS.get(b, (b,))
                         for b in shapes_scene.BACKGROUNDS),
+    'position': tuple(_position_words(p) for p in shapes_scene.POSITIONS),
 }
 ATTRIBUTES = tuple(_WORD_CLASSES)
 

@@ -18,7 +18,8 @@ VOCAB = vocab_lib.Vocabulary.build([
 STEPS = 10
 
 
-def _batch(captions):
+def encode_batch(captions):
+  """Padded ids [N, STEPS] and lengths [N] of captions in VOCAB."""
   ids = np.zeros((len(captions), STEPS), np.int32)
   for i, caption in enumerate(captions):
     encoded = VOCAB.encode(caption).ids
@@ -31,7 +32,7 @@ def _noise(seed, rows):
 
 
 def test_one_shape_word_becomes_every_other_shape_never_a_synonym():
-  ids, lengths = _batch(['a small red star on the left', 'a big blue disk'])
+  ids, lengths = encode_batch(['a small red star on the left', 'a big blue disk'])
   table = reading.make_table('shape', VOCAB)
   seen = {0: set(), 1: set()}
   for seed in range(200):
@@ -48,7 +49,7 @@ def test_one_shape_word_becomes_every_other_shape_never_a_synonym():
 
 
 def test_only_words_inside_the_caption_length_are_swapped():
-  ids, lengths = _batch(['a big red star', 'the image shows a'])
+  ids, lengths = encode_batch(['a big red star', 'the image shows a'])
   ids = ids.at[1, 6].set(VOCAB.index['large'])  # Past the length: padding's place.
   table = reading.make_table('size', VOCAB)
   for seed in range(20):
@@ -82,7 +83,7 @@ def test_position_classes_are_the_words_only_one_position_uses():
   for shared in ('on', 'the', 'at', 'in', 'part', 'of'):  # In several positions' phrases.
     if shared in VOCAB.index:
       assert table.word_class[VOCAB.index[shared]] == -1, shared
-  ids, lengths = _batch(['a red star in the upper part'])
+  ids, lengths = encode_batch(['a red star in the upper part'])
   swapped, has = reading.swap_one_word(ids, lengths, table, _noise(1, 1))
   words = VOCAB.decode(np.asarray(swapped)[0]).split()
   assert bool(has[0]) and words[:5] + words[6:] == 'a red star in the part'.split()
@@ -91,7 +92,7 @@ def test_position_classes_are_the_words_only_one_position_uses():
 
 def test_read_scores_by_hand():
   """A toy text encoder (sentence = one-hot of the colour word) and hand-set image codes."""
-  ids, lengths = _batch(['a red star', 'a blue star', 'a green star'])
+  ids, lengths = encode_batch(['a red star', 'a blue star', 'a green star'])
   red, blue, green = (VOCAB.index[w] for w in ('red', 'blue', 'green'))
   basis = {red: [1.0, 0.0, 0.0], blue: [0.0, 1.0, 0.0], green: [0.0, 0.0, 1.0]}
 
@@ -118,7 +119,7 @@ def test_read_scores_by_hand():
 
 def test_read_by_likelihood_by_hand():
   """A toy captioner: NLL 1 if the caption's colour word is its image's colour, else 3."""
-  ids, lengths = _batch(['a red star', 'a blue star', 'a green star'])
+  ids, lengths = encode_batch(['a red star', 'a blue star', 'a green star'])
   red, blue, green = (VOCAB.index[w] for w in ('red', 'blue', 'green'))
   # Image 0 is red (reads right), image 1 is green (its caption 'blue' is wrong),
   # image 2 is blind (every caption NLL 2).

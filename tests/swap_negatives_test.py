@@ -5,25 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.evaluation import attribute_reading as reading
 from mirrorgan_jax.phases import swap_negatives
+from tests.attribute_reading_test import STEPS, VOCAB, encode_batch
 
-VOCAB = vocab_lib.Vocabulary.build([
-    'a small red star on the left', 'a big blue disk above a green heart',
-    'right top upper bottom lower center middle',
-    'a circle square triangle diamond cross ring donut on a grey gray black white '
-    'background', 'a tiny little large orange yellow cyan purple pink brown'])
-STEPS = 12
 GAMMA3 = 10.0
-
-
-def _batch(captions):
-  ids = np.zeros((len(captions), STEPS), np.int32)
-  for i, caption in enumerate(captions):
-    encoded = VOCAB.encode(caption).ids
-    ids[i, :len(encoded)] = encoded
-  return jnp.asarray(ids), jnp.asarray([len(VOCAB.encode(c).ids) for c in captions])
 
 
 def _one_hot_colour(token_ids):
@@ -35,7 +21,7 @@ def _one_hot_colour(token_ids):
 
 
 def test_loss_by_hand():
-  ids, lengths = _batch(['a red star', 'a blue star', 'a star'])
+  ids, lengths = encode_batch(['a red star', 'a blue star', 'a star'])
   tables = {'color': reading.make_table('color', VOCAB)}
   code = jnp.asarray([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
   key = jax.random.PRNGKey(3)
@@ -60,7 +46,7 @@ def test_loss_by_hand():
 
 
 def test_every_table_adds_a_candidate_and_tables_are_required():
-  ids, lengths = _batch(['a small red star on the left on a grey background'])
+  ids, lengths = encode_batch(['a small red star on the left on a grey background'])
   tables = reading.tables(VOCAB)
   calls = []
 

@@ -46,7 +46,7 @@ def test_loss_by_hand():
 
 
 def test_every_table_adds_a_candidate_and_tables_are_required():
-  ids, lengths = encode_batch(['a small red star on the left on a grey background'])
+  ids, lengths = encode_batch(['small red star on the left on a grey background'])
   tables = reading.tables(VOCAB)
   calls = []
 

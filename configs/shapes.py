@@ -110,8 +110,8 @@ def _classifier_backbones(c) -> None:
   was closer to its caption than to the caption with the shape word swapped 0.68 of
   the time; colour 0.99) and STREAM named it 0.71-0.79, and the GAN drew shapes at
   chance (oracle 0.14). With these backbones DAMSM reads shape 0.93 and STREAM
-  0.94, and the GAN draws the stated shape 0.42 (e5) but the stated background
-  less often (0.83 against 0.91; results/shapes_learning.md).
+  0.94; with DAMSM's swap negatives the GAN draws the stated shape 0.39, background
+  0.93, colour 0.85 (results/shapes_learning.md).
   """
   for section, encoder in ((c.damsm, c.model.image_encoder), (c.stream, c.model.captioner)):
     section.pretrained_backbone = 'classifier'

@@ -63,5 +63,14 @@ for mode in $STAGE; do
   done
 done
 if [[ $STAGE == *eval* ]]; then
-  "$PY" -m mirrorgan_jax.evaluation.ablation_table --out="$OUT/ablation.md" "$OUT"/*_seed*
+  # Arms that another invocation into the same OUT has not evaluated yet wait for it.
+  evaluated=()
+  for dir in "$OUT"/*_seed*; do
+    if [[ -f "$dir/eval/results.json" ]]; then
+      evaluated+=("$dir")
+    else
+      echo "not evaluated yet, left out of $OUT/ablation.md: $dir"
+    fi
+  done
+  "$PY" -m mirrorgan_jax.evaluation.ablation_table --out="$OUT/ablation.md" "${evaluated[@]}"
 fi

@@ -129,7 +129,7 @@ def test_read_by_likelihood_by_hand():
     match = token_ids[:, 1] == seen
     return jnp.where(seen < 0, 2.0, jnp.where(match, 1.0, 3.0))
 
-  out = reading.read_by_likelihood(caption_nll, ids, lengths,
+  out = reading.read_by_likelihood(caption_nll, caption_nll(ids), ids, lengths,
                                    {'color': reading.make_table('color', VOCAB)},
                                    _noise(0, 3))
   swapped = np.asarray(reading.swap_one_word(

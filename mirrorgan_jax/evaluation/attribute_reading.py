@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.data import shapes_scene
 
 _COSINE_EPS = 1e-8  # As DAMSM's cosine: dot / max(|x| |y|, eps).
@@ -100,6 +101,11 @@ def tables(vocab: vocab_lib.Vocabulary) -> dict[str, SwapTable]:
   return out
 
 
+def dataset_tables(data_name: str, vocab: vocab_lib.Vocabulary) -> dict[str, SwapTable]:
+  """`tables(vocab)` on captioned_shapes; {} (nothing to read) on other data."""
+  return tables(vocab) if data_name == shapes_labels.DATASET else {}
+
+
 def cosine(x: jax.Array, y: jax.Array) -> jax.Array:
   """Row-wise cosine similarity of [B, D] arrays (DAMSM's: eps 1e-8 on the norms)."""
   x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
@@ -160,14 +166,16 @@ def read(encode: Callable[[jax.Array], jax.Array], ids: jax.Array, lengths: jax.
   return out
 
 
-def read_by_likelihood(caption_nll: Callable[[jax.Array], jax.Array], ids: jax.Array,
-                       lengths: jax.Array, swap_tables: dict[str, SwapTable],
+def read_by_likelihood(caption_nll: Callable[[jax.Array], jax.Array], own: jax.Array,
+                       ids: jax.Array, lengths: jax.Array,
+                       swap_tables: dict[str, SwapTable],
                        noise: jax.Array) -> dict[str, jax.Array]:
   """Per-row scores of each attribute for a captioner (averaged by the caller).
 
   Args:
     caption_nll: ids [B, T] -> [B] negative log-likelihood of each caption given
       its image (teacher-forced, summed over the caption's scored tokens).
+    own: [B] `caption_nll(ids)`, which the caller has already computed.
     ids, lengths: the images' captions.
     swap_tables: attribute -> SwapTable (`tables`).
     noise: uniform [B, T + 1], as `swap_one_word`'s.
@@ -176,7 +184,6 @@ def read_by_likelihood(caption_nll: Callable[[jax.Array], jax.Array], ids: jax.A
      probable than the swap), 'swap_margin/<a>': [B] float (NLL difference)}.
   """
   out = {}
-  own = caption_nll(ids)
   for name, table in swap_tables.items():
     swapped, has = swap_one_word(ids, lengths, table, noise)
     margin = caption_nll(swapped) - own

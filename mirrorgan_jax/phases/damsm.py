@@ -66,7 +66,6 @@ from mirrorgan_jax.phases import swap_negatives
 from mirrorgan_jax.evaluation import attribute_reading
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
-from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.evaluation import r_precision
 from mirrorgan_jax.models import factory
 from mirrorgan_jax.models import image_encoder as image_encoder_lib
@@ -346,8 +345,7 @@ class RetrievalEvalHook:
     rep = parallel.replicated(self.mesh)
     loss_config = ml_collections.FrozenConfigDict(config.loss)
     # On captioned_shapes: does DAMSM read each attribute (attribute_reading.read)?
-    self.swap_tables = (attribute_reading.tables(vocab)
-                        if config.data.name == shapes_labels.DATASET else {})
+    self.swap_tables = attribute_reading.dataset_tables(config.data.name, vocab)
     # Outputs replicated: every process gets the global batch for R-precision.
     self.step = jax.jit(functools.partial(_eval_step, models, loss_config, self.key,
                                           self.swap_tables),
@@ -459,11 +457,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path | 
                                                          batch_size=batch_size)
   num_steps = config.damsm.num_epochs * info.steps_per_epoch
   tx = create_optimizer(config, info.steps_per_epoch)
-  swap_tables = (attribute_reading.tables(vocab) if config.damsm.get('swap_negatives')
-                 else None)
-  if config.damsm.get('swap_negatives') and not swap_tables:
-    raise ValueError('damsm.swap_negatives needs the captioned_shapes vocabulary (its '
-                     'attribute words); set it to False for other data')
+  swap_tables = None
+  if config.damsm.get('swap_negatives'):
+    swap_tables = attribute_reading.tables(vocab)
+    if not swap_tables:
+      raise ValueError('damsm.swap_negatives needs the captioned_shapes vocabulary (its '
+                       'attribute words); set it to False for other data')
   train_step = make_train_step(config, models, tx, info.steps_per_epoch, mesh, swap_tables)
   hook = RetrievalEvalHook(config, models, vocab, eval_batches, workdir / 'damsm', mesh)
 

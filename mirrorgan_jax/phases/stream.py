@@ -57,7 +57,6 @@ from mirrorgan_jax.infra import parallel
 from mirrorgan_jax.phases import runner
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
-from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.evaluation import attribute_reading
 from mirrorgan_jax.evaluation import bleu
 from mirrorgan_jax.models import captioner as captioner_lib
@@ -269,15 +268,17 @@ def _eval_step(model, key, max_len, beam_size, end_token, swap_tables, variables
          'greedy': captioner_lib.greedy_decode(model, variables, images, max_len)[0],
          **{k: batch[k] for k in ('all_caption_ids', 'all_caption_len', 'mask')}}
 
-  def caption_nll(token_ids):  # [B]: each caption's summed NLL given its image.
-    per_row = jax.vmap(lambda l, t, n: losses.caption_loss(l[None], t[None], n[None],
-                                                           'sentence_sum'))
-    return per_row(model.apply(variables, images, token_ids, lengths, train=False),
-                   token_ids, lengths)
+  def row_nll(row_logits, token_ids):  # [B]: each caption's summed NLL.
+    return jax.vmap(lambda l, t, n: losses.caption_loss(l[None], t[None], n[None],
+                                                        'sentence_sum'))(
+        row_logits, token_ids, lengths)
 
-  out.update(attribute_reading.read_by_likelihood(
-      caption_nll, ids, batch['caption_len'], swap_tables,
-      jax.random.uniform(jax.random.PRNGKey(0), (ids.shape[0], ids.shape[1] + 1))))
+  if swap_tables:  # captioned_shapes: reuses the forward pass of the true captions.
+    out.update(attribute_reading.read_by_likelihood(
+        lambda swapped: row_nll(model.apply(variables, images, swapped, lengths,
+                                            train=False), swapped),
+        row_nll(logits, ids), ids, batch['caption_len'], swap_tables,
+        jax.random.uniform(jax.random.PRNGKey(0), (ids.shape[0], ids.shape[1] + 1))))
   if beam_size > 1:
     out['beam'] = captioner_lib.beam_search(
         model, variables, images, beam_size, max_len)[0]
@@ -308,8 +309,7 @@ class CaptionEvalHook:
     rep = parallel.replicated(self.mesh)
     # Outputs replicated: every process gets the global batch for BLEU.
     # On captioned_shapes: does the captioner read each attribute (its likelihood)?
-    self.swap_tables = (attribute_reading.tables(vocab)
-                        if config.data.name == shapes_labels.DATASET else {})
+    self.swap_tables = attribute_reading.dataset_tables(config.data.name, vocab)
     self.step = jax.jit(
         functools.partial(_eval_step, model, self.key, c.max_decode_len, c.beam_size,
                           config.loss.stream_end_token, self.swap_tables),

@@ -17,9 +17,10 @@ must prefer its caption to each near copy that says another colour, shape,
 size, background or position. Swapping only some attributes teaches the
 sentence to drop the others: with shape, colour, size and background swaps but
 no position swaps, the position swap distance fell from 0.16 to 0.04 and the
-GAN drew the stated position 0.71 of the time instead of 0.97. This is the hard-negative construction of NegCLIP (Yuksekgonul
-et al., ICLR 2023, "When and why vision-language models behave like bags-of-
-words"), applied to DAMSM's sentence loss. It needs the dataset's word tables,
+GAN drew the stated position 0.71 of the time instead of 0.97. This is the
+hard-negative construction of NegCLIP (Yuksekgonul et al., ICLR 2023, "When and
+why vision-language models behave like bags-of-words"), applied to DAMSM's
+sentence loss. It needs the dataset's word tables,
 so it is a captioned_shapes option (`damsm.swap_negatives`; the paper has none).
 """
 
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from mirrorgan_jax.evaluation import attribute_reading
+
 
 def loss(encode: Callable[[jax.Array], jax.Array], ids: jax.Array, lengths: jax.Array,
          image_code: jax.Array, sentence: jax.Array,

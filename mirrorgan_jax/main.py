@@ -49,7 +49,7 @@ from mirrorgan_jax.phases import stream as stream_phase
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.infra import workdir_lock
 from mirrorgan_jax.data import input_pipeline
-from mirrorgan_jax.data import shapes_labels
+from mirrorgan_jax.data import shapes_scene
 from mirrorgan_jax.evaluation import evaluator
 
 MODES = ('all', 'classifier', 'damsm', 'stream', 'oracle', 'gan', 'eval')
@@ -98,9 +98,9 @@ def run(config, workdir: epath.Path, mode: str) -> None:
   """Runs the phases of `mode` in order (see the module docstring)."""
   if mode not in MODES:
     raise ValueError(f'unknown mode {mode!r}; choose one of {", ".join(MODES)}')
-  has_oracle = config.data.name == shapes_labels.DATASET
+  has_oracle = config.data.name == shapes_scene.DATASET
   if mode in ('oracle', 'classifier') and not has_oracle:
-    raise ValueError(f'--mode {mode} needs data.name {shapes_labels.DATASET!r} (it '
+    raise ValueError(f'--mode {mode} needs data.name {shapes_scene.DATASET!r} (it '
                      'learns its ground-truth attribute labels); this config has '
                      f'{config.data.name!r}')
   multihost.check_same_config(config)

@@ -37,7 +37,6 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
-import tensorflow as tf
 
 from mirrorgan_jax.infra import cli_errors
 from mirrorgan_jax.infra import config_loading
@@ -248,7 +247,6 @@ def main(argv: Sequence[str]) -> int:
   bad = [a for a in extra if not a.startswith('--config.')]
   if bad:
     _parser().error(f'unrecognized arguments: {" ".join(bad)}')
-  tf.config.set_visible_devices([], 'GPU')  # TF only reads files; GPUs belong to JAX.
   console.quiet_libraries()
   try:
     run(args, extra)

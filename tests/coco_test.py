@@ -7,12 +7,12 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from mirrorgan_jax.data import coco  # pylint: disable=unused-import  # Registers it.
+from mirrorgan_jax.data import coco
 from tests import raw_fixtures
 
 
 def _build(manual_dir, data_dir) -> tfds.core.DatasetBuilder:
-  builder = tfds.builder('coco2014_captions', data_dir=str(data_dir), config=None)
+  builder = tfds.builder(coco.Coco2014Captions.name, data_dir=str(data_dir), config=None)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
   return builder

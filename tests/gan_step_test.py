@@ -100,6 +100,19 @@ def test_color_consistency_term_adds_to_the_g_loss():
                              rtol=1e-4)
 
 
+def _generated(config, models, frozen, state, batch):
+  """G's outputs in the step from `state` on `batch` (the step's z and CA noise)."""
+  ids, lengths = batch['caption_ids'], batch['caption_len']
+  z_key, eps_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+  words, sentence = models.text_encoder.apply(frozen.text_encoder, ids, lengths)
+  g = config.model.generator
+  return models.generator.apply(
+      {'params': state.g_params, 'batch_stats': state.g_batch_stats},
+      jax.random.normal(z_key, (len(ids), g.z_dim)), sentence, words, lengths=lengths,
+      train=True, eps=jax.random.normal(eps_key, (len(ids), g.condition_dim)),
+      mutable=['batch_stats'])[0]
+
+
 def test_learning_diagnostics_by_hand():
   """real_caption_ce is the captioner's CE on the real images; CA rms from G's outputs."""
   config, models, frozen, state = _setup()
@@ -114,15 +127,7 @@ def test_learning_diagnostics_by_hand():
   logits = models.captioner.apply(frozen.captioner, batch[f'image_{final}'], ids, targets)
   np.testing.assert_allclose(float(gan_step.real_caption_ce(models, True, frozen, batch)),
                              float(losses.caption_loss(logits, ids, targets)), rtol=1e-5)
-  key = jax.random.fold_in(state.rng, state.step)
-  z_key, eps_key = jax.random.split(key)
-  words, sentence = models.text_encoder.apply(frozen.text_encoder, ids, lengths)
-  g = config.model.generator
-  out = models.generator.apply(
-      {'params': state.g_params, 'batch_stats': state.g_batch_stats},
-      jax.random.normal(z_key, (len(ids), g.z_dim)), sentence, words, lengths=lengths,
-      train=True, eps=jax.random.normal(eps_key, (len(ids), g.condition_dim)),
-      mutable=['batch_stats'])[0]
+  out = _generated(config, models, frozen, state, batch)
   np.testing.assert_allclose(float(metrics['ca/mu_rms']),
                              np.sqrt(np.mean(np.square(out['mu']))), rtol=1e-4)
   np.testing.assert_allclose(float(metrics['ca/sigma_rms']),

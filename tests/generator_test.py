@@ -10,7 +10,6 @@ import pytest
 from configs import shapes
 from mirrorgan_jax.models import conditioning
 from mirrorgan_jax.models import generator
-from mirrorgan_jax.models import layers
 from mirrorgan_jax.pretrained import gan_from_torch as gan
 
 

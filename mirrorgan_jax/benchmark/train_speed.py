@@ -37,15 +37,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from mirrorgan_jax.phases import damsm as damsm_phase
 from mirrorgan_jax.infra import fast_init
 from mirrorgan_jax.phases import gan_step
 from mirrorgan_jax.infra import parallel
 from mirrorgan_jax import sampling
-from mirrorgan_jax.phases import stream as stream_phase
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.benchmark import peak_flops
-from mirrorgan_jax.data import preprocessing
+from mirrorgan_jax.data import batch_keys
 from mirrorgan_jax.models import factory
 
 PHASES = ('gan', 'damsm', 'stream', 'sampling')
@@ -135,7 +133,7 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, vocab_si
            'mismatch_ids': np.roll(ids, 1, axis=0), 'mismatch_len': np.roll(lengths, 1),
            'class_id': np.arange(batch_size, dtype=np.int32)}
   for size in factory.stage_sizes(config):
-    batch[preprocessing.image_key(size)] = rng.uniform(
+    batch[batch_keys.image_key(size)] = rng.uniform(
         -1.0, 1.0, (batch_size, size, size, 3)).astype(np.float32)
   return batch
 
@@ -325,6 +323,10 @@ def _measure_gan(config, models, frozen, state, vocab_size, mesh, steps,
 
 
 def _measure_damsm(config, models, vocab_size, mesh, rng, steps, warmup) -> Measurement:
+  # Imported here, as in _measure_stream: the DAMSM and STREAM phase modules also
+  # read datasets, so they import TensorFlow (~530 MiB host memory), which the GAN
+  # step and sampling rows must not count.
+  from mirrorgan_jax.phases import damsm as damsm_phase  # pylint: disable=g-import-not-at-top
   tx = damsm_phase.create_optimizer(config, _DAMSM_STEPS_PER_EPOCH)
   train_step = damsm_phase.make_train_step(config, models, tx, _DAMSM_STEPS_PER_EPOCH, mesh)
   vocab = synthetic_vocabulary(vocab_size)
@@ -338,6 +340,7 @@ def _measure_damsm(config, models, vocab_size, mesh, rng, steps, warmup) -> Meas
 
 def _measure_stream(config, models, vocab_size, mesh, rng, steps,
                     warmup) -> Measurement:
+  from mirrorgan_jax.phases import stream as stream_phase  # pylint: disable=g-import-not-at-top
   tx = stream_phase.create_optimizer(config, steps + warmup)
   train_step = stream_phase.make_train_step(config, models.captioner, tx, mesh)
   vocab = synthetic_vocabulary(vocab_size)

@@ -1,6 +1,6 @@
-"""Datasets and input pipelines. Importing this package registers the TFDS builders
-`captioned_shapes`, `cub` and `coco2014_captions`."""
+"""Datasets and input pipelines.
 
-from mirrorgan_jax.data import captioned_shapes  # noqa: F401  (registers the builder)
-from mirrorgan_jax.data import coco  # noqa: F401
-from mirrorgan_jax.data import cub  # noqa: F401
+Importing a builder module (`captioned_shapes`, `cub`, `coco`) registers its TFDS
+builder; `input_pipeline` imports all three. The package itself imports nothing,
+so its TensorFlow-free modules (`batch_keys`, `shapes_scene`) stay TensorFlow-free.
+"""

@@ -33,6 +33,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import batch_keys
+from mirrorgan_jax.data import captioned_shapes
+from mirrorgan_jax.data import coco
+from mirrorgan_jax.data import cub
 from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.models import factory
 
@@ -53,7 +57,11 @@ class DataInfo:
 def final_image_key(config: ml_collections.ConfigDict) -> str:
   """Batch key of the final stage's real image ('image_64'): what DAMSM, STREAM,
   the captioner loss and the evaluations read."""
-  return preprocessing.image_key(factory.stage_sizes(config)[-1])
+  return batch_keys.image_key(factory.stage_sizes(config)[-1])
+
+
+# The builders `data.name` can name; importing their modules registers them with TFDS.
+BUILDERS = (captioned_shapes.CaptionedShapes, cub.Cub, coco.Coco2014Captions)
 
 
 def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:

@@ -9,8 +9,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from mirrorgan_jax import tokenizer
 from mirrorgan_jax import vocab as vocab_lib
+from mirrorgan_jax.data import batch_keys
 
 
 def split_seed(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
@@ -64,13 +64,18 @@ def resize_square(image: tf.Tensor, size: int) -> tf.Tensor:
 
 def image_pyramid(image: tf.Tensor, sizes: Sequence[int]) -> dict[str, tf.Tensor]:
   """The largest-size float image -> {'image_<s>': [s, s, 3] in [-1, 1]}."""
-  return {image_key(s): tf.clip_by_value(to_unit_range(resize_square(image, s)), -1, 1)
+  return {batch_keys.image_key(s): tf.clip_by_value(to_unit_range(resize_square(image, s)), -1, 1)
           for s in sizes}
 
 
-def image_key(size: int) -> str:
-  """Batch key of the real image at side `size`."""
-  return f'image_{size}'
+def tf_tokenize(text: tf.Tensor) -> tf.Tensor:
+  """`tokenizer.tokenize` for a scalar tf.string: a 1-D tf.string tensor of tokens."""
+  text = tf.strings.regex_replace(text, '\ufffd\ufffd', ' ')
+  text = tf.strings.lower(text, encoding='utf-8')
+  # Python's `\w` is Unicode letters, digits and numbers (str.isalnum) plus '_'.
+  text = tf.strings.regex_replace(text, r'[^\p{L}\p{N}_]+', ' ')
+  text = tf.strings.regex_replace(text, r'[^\x00-\x7f]', '')
+  return tf.strings.split(text)
 
 
 def make_lookup_table(vocab: vocab_lib.Vocabulary) -> tf.lookup.StaticHashTable:
@@ -88,7 +93,7 @@ def encode_caption(text: tf.Tensor, table: tf.lookup.StaticHashTable,
   longer than `words_num` keep a random subset of `words_num` words in their
   original order (reference §1.2: random dropping, not truncation).
   """
-  ids = table.lookup(tokenizer.tf_tokenize(text))
+  ids = table.lookup(tf_tokenize(text))
   ids = tf.boolean_mask(ids, ids >= 0)
   n = tf.shape(ids)[0]
 

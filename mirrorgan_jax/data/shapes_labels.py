@@ -17,10 +17,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mirrorgan_jax.data import input_pipeline
+from mirrorgan_jax.data import batch_keys
 from mirrorgan_jax.data import preprocessing
 from mirrorgan_jax.models import oracle as oracle_lib
 
-DATASET = 'captioned_shapes'  # The only dataset with ground-truth attributes.
 ATTRIBUTES = oracle_lib.ATTRIBUTES
 OBJECT_ATTRIBUTES = oracle_lib.OBJECT_ATTRIBUTES
 Batch = dict[str, np.ndarray]
@@ -52,7 +52,7 @@ def decode(size: int):
     image = tf.io.decode_image(ex['image'], channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     image = preprocessing.image_pyramid(tf.cast(image, tf.float32), (size,))
-    return {**ex, 'image': image[preprocessing.image_key(size)]}
+    return {**ex, 'image': image[batch_keys.image_key(size)]}
   return fn
 
 

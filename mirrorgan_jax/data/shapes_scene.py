@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+DATASET = 'captioned_shapes'  # The TFDS name; the only dataset with ground-truth attributes.
+
 SHAPES = ('circle', 'square', 'triangle', 'diamond', 'star', 'cross', 'ring', 'heart')
 # Object colours (name -> RGB): pairwise >= 80 apart and >= 95 from every background.
 COLORS = {

@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from mirrorgan_jax import vocab as vocab_lib
-from mirrorgan_jax.data import shapes_labels
 from mirrorgan_jax.data import shapes_scene
 
 _COSINE_EPS = 1e-8  # As DAMSM's cosine: dot / max(|x| |y|, eps).
@@ -103,7 +102,7 @@ def tables(vocab: vocab_lib.Vocabulary) -> dict[str, SwapTable]:
 
 def dataset_tables(data_name: str, vocab: vocab_lib.Vocabulary) -> dict[str, SwapTable]:
   """`tables(vocab)` on captioned_shapes; {} (nothing to read) on other data."""
-  return tables(vocab) if data_name == shapes_labels.DATASET else {}
+  return tables(vocab) if data_name == shapes_scene.DATASET else {}
 
 
 def cosine(x: jax.Array, y: jax.Array) -> jax.Array:

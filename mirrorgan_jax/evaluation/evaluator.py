@@ -69,6 +69,7 @@ from mirrorgan_jax import sampling
 from mirrorgan_jax import trained_model
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.data import shapes_labels
+from mirrorgan_jax.data import shapes_scene
 from mirrorgan_jax.evaluation import bleu
 from mirrorgan_jax.evaluation import eval_protocol as protocol
 from mirrorgan_jax.evaluation import fid_reference
@@ -368,7 +369,7 @@ def _write(workdir: epath.Path, results: dict, grid: np.ndarray, text: str) -> N
 # ------------------------------------------------------------------ entry point
 def _load_oracle(config, workdir: epath.Path):
   """(classifier, (artifact path, its real-test accuracy)); Nones off captioned_shapes."""
-  if config.data.name != shapes_labels.DATASET:
+  if config.data.name != shapes_scene.DATASET:
     return None, None
   path = artifacts.directory(workdir, artifacts.ORACLE)
   if not path.exists():

@@ -46,7 +46,7 @@ import optax
 from mirrorgan_jax.phases import losses
 from mirrorgan_jax.infra import parallel
 from mirrorgan_jax.phases import random_translation
-from mirrorgan_jax.data import preprocessing
+from mirrorgan_jax.data import batch_keys
 from mirrorgan_jax.models import factory
 
 
@@ -195,7 +195,7 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
   with jax.named_scope('G_forward'):
     g_outputs, g_pullback, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
   fakes = g_outputs[0]
-  reals = [batch[preprocessing.image_key(d.image_size)]
+  reals = [batch[batch_keys.image_key(d.image_size)]
            for d in models.discriminators.values()]
 
   def d_loss_fn(d_params):
@@ -296,7 +296,7 @@ def real_caption_ce(models: factory.Models, end_token: bool, frozen: Frozen,
   ids, lengths = batch['caption_ids'], batch['caption_len']
   targets = losses.caption_target_lengths(lengths, ids.shape[1], end_token)
   final = max(d.image_size for d in models.discriminators.values())
-  logits = models.captioner.apply(frozen.captioner, batch[preprocessing.image_key(final)],
+  logits = models.captioner.apply(frozen.captioner, batch[batch_keys.image_key(final)],
                                   ids, targets, train=False)
   return losses.caption_loss(logits, ids, targets)
 

@@ -31,6 +31,7 @@ from mirrorgan_jax import sampling
 from mirrorgan_jax import vocab as vocab_lib
 from mirrorgan_jax.data import input_pipeline
 from mirrorgan_jax.data import shapes_labels
+from mirrorgan_jax.data import shapes_scene
 from mirrorgan_jax.evaluation import oracle_accuracy
 from mirrorgan_jax.evaluation import redescription_attributes
 from mirrorgan_jax.models import factory
@@ -55,7 +56,7 @@ class SemanticProbe:
                frozen: Any, vocab: vocab_lib.Vocabulary, workdir: epath.Path,
                eval_batches, pmap: bool = False):
     num = config.train.probe_samples
-    self.enabled = num > 0 and config.data.name == shapes_labels.DATASET
+    self.enabled = num > 0 and config.data.name == shapes_scene.DATASET
     path = artifacts.directory(workdir, artifacts.ORACLE)
     if self.enabled and not path.exists():
       logging.warning('Semantic probe off: no oracle artifact at %s (run --mode oracle).',

@@ -227,3 +227,34 @@ def test_converter_errors_name_the_entry():
     vision.resnet152_from_torch(sd)
   with pytest.raises(KeyError, match='no ResNet blocks'):
     vision.resnet_from_torch({'conv1.weight': sd['conv1.weight']})
+
+
+def _residual_cases():
+  """y, x with every sign mix, exact ties y = -x, zeros and one bfloat16 pair."""
+  rng = np.random.default_rng(3)
+  y = rng.normal(size=(4, 5, 6, 8)).astype(np.float32)
+  x = rng.normal(size=(4, 5, 6, 8)).astype(np.float32)
+  y[0] = -x[0]  # y + x == 0 exactly: relu's kink.
+  y[1, 0], x[1, 0] = 0.0, 0.0
+  x[2] = np.abs(x[2])  # Block inputs are relu outputs: x >= 0.
+  return y, x
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_residual_relu_is_relu_of_sum_bit_for_bit(dtype):
+  y, x = (jnp.asarray(a, dtype) for a in _residual_cases())
+  got = jax.jit(resnet.residual_relu)(y, x)
+  want = jax.jit(lambda y, x: jax.nn.relu(y + x))(y, x)
+  assert got.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+
+
+def test_residual_relu_gradient_is_relus():
+  y, x = (jnp.asarray(a) for a in _residual_cases())
+  g = jnp.asarray(np.random.default_rng(4).normal(size=y.shape), jnp.float32)
+  _, vjp = jax.vjp(resnet.residual_relu, y, x)
+  _, want_vjp = jax.vjp(lambda y, x: jax.nn.relu(y + x), y, x)
+  for got, want in zip(vjp(g), want_vjp(g)):
+    np.testing.assert_array_equal(got, want)
+  # At the kink (y + x == 0) relu's gradient is 0, in both.
+  assert not np.any(np.asarray(vjp(g)[0])[0])

@@ -22,6 +22,37 @@ RESNET152_STAGES = (3, 8, 36, 3)  # Bottleneck blocks per stage.
 _KERNEL_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
+@jax.custom_vjp
+def residual_relu(y: jax.Array, x: jax.Array) -> jax.Array:
+  """relu(y + x), written so that XLA:CPU computes it once per block.
+
+  XLA:CPU's instruction fusion may duplicate a producer whose only full-size
+  operand is one array (`max(z, 0)` is one) into each of its consumers. A block
+  output `relu(y + x)` feeds the next block's convolution and its residual add,
+  so each block's output fusion recomputed every earlier block of its stage:
+  36 blocks of ResNet-152's third stage cost 36 * 37 / 2 passes instead of 36,
+  forward and backward (BENCHMARKS.md, section (e)). `max(y, -x) + x` has two
+  full-size operands, so XLA materialises it once; it is bit-for-bit relu(y + x)
+  (for y > -x it is the same rounded sum, otherwise -x + x = 0). The backward
+  pass is `jax.nn.relu`'s (gradient 0 where the output is 0), applied to the
+  saved output for the same reason.
+  """
+  return jnp.maximum(y, -x) + x
+
+
+def _residual_relu_fwd(y, x):
+  out = residual_relu(y, x)
+  return out, out
+
+
+def _residual_relu_bwd(out, g):
+  g = jnp.where(out > 0, g, jnp.zeros_like(g))
+  return g, g
+
+
+residual_relu.defvjp(_residual_relu_fwd, _residual_relu_bwd)
+
+
 class Bottleneck(nn.Module):
   """One bottleneck block; output has 4 * `width` channels.
 
@@ -51,7 +82,7 @@ class Bottleneck(nn.Module):
     if self.strides != 1 or x.shape[-1] != 4 * self.width:
       x = conv(4 * self.width, (1, 1), strides=s, name='downsample_conv')(x)
       x = norm(name='downsample_bn')(x)
-    return nn.relu(y + x)
+    return residual_relu(y, x)
 
 
 class ResNet(nn.Module):

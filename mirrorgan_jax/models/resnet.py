@@ -31,7 +31,7 @@ def residual_relu(y: jax.Array, x: jax.Array) -> jax.Array:
   output `relu(y + x)` feeds the next block's convolution and its residual add,
   so each block's output fusion recomputed every earlier block of its stage:
   36 blocks of ResNet-152's third stage cost 36 * 37 / 2 passes instead of 36,
-  forward and backward (BENCHMARKS.md, section (e)). `max(y, -x) + x` has two
+  forward and backward (BENCHMARKS.md, section (g)). `max(y, -x) + x` has two
   full-size operands, so XLA materialises it once; it is bit-for-bit relu(y + x)
   (for y > -x it is the same rounded sum, otherwise -x + x = 0). The backward
   pass is `jax.nn.relu`'s (gradient 0 where the output is 0), applied to the

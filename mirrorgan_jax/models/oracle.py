@@ -27,6 +27,7 @@ import numpy as np
 
 from mirrorgan_jax.infra import padded_batches
 from mirrorgan_jax.data import shapes_scene
+from mirrorgan_jax.models import max_pool
 
 # Attribute -> number of classes; `count` class k means k + 1 objects.
 NUM_CLASSES = {
@@ -85,7 +86,7 @@ class Oracle(nn.Module):
       x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                   dtype=self.dtype, kernel_init=nn.initializers.he_normal(),
                   name=f'conv{i}')(x)
-      x = nn.max_pool(nn.relu(self._bn(x, train, f'bn{i}')), (2, 2), (2, 2))
+      x = max_pool.max_pool(nn.relu(self._bn(x, train, f'bn{i}')), (2, 2))
     where = nn.Conv(POSITION_CHANNELS, (1, 1), use_bias=False, dtype=self.dtype,
                     name='position_conv')(x)
     where = nn.relu(self._bn(where, train, 'position_bn'))

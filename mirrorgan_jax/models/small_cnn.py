@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mirrorgan_jax.models import max_pool
+
 POOLINGS = ('mean', 'flatten', 'max_flatten')
 DOWNSAMPLES = ('stride', 'maxpool')
 
@@ -79,7 +81,7 @@ class SmallCNN(nn.Module):
                        axis_name=self.bn_axis_name, name=f'bn{i}')(x)
       x = nn.relu(x)
       if stride == 1:
-        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = max_pool.max_pool(x, (2, 2))
     flat = x.reshape(x.shape[0], -1)
     if self.pooling == 'flatten':
       return x, flat

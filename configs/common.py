@@ -89,6 +89,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Weight of StackGAN++'s colour consistency between consecutive stages' images
   # (`losses.color_consistency`; ref 0: not in MirrorGAN, AttnGAN or their code).
   c.loss.color_consistency = 0.0
+  # Weight of the STREAM loss on the images of the `stream_lower_stages` stages below
+  # the last, each upsampled bilinearly to the last stage's size (ref 0: MirrorGAN
+  # redescribes only the last image).
+  c.loss.stream_lower_weight = 0.0
+  c.loss.stream_lower_stages = 1
   c.loss.gamma1 = 4.0  # DAMSM region-attention temperature (ref 4).
   c.loss.gamma2 = 5.0  # DAMSM word-relevance smoothing (ref 5).
   c.loss.gamma3 = 10.0  # DAMSM logit scale (ref 10).

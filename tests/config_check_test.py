@@ -115,3 +115,17 @@ def test_classifier_backbone_needs_an_image_encoder_shaped_like_the_classifier()
   config.damsm.pretrained_backbone = 'imagenet'
   assert config_check.problems(config) == [
       "damsm.pretrained_backbone = 'imagenet': must be '' or 'classifier'"]
+
+
+def test_lower_stage_stream_needs_that_many_stages():
+  config = shapes.get_config('smoke')
+  config.loss.stream_lower_weight = 10.0
+  config.model.generator.num_stages = 3
+  config.loss.stream_lower_stages = 3
+  assert config_check.problems(config) == [
+      'loss.stream_lower_stages = 3: G has only 2 stage(s) below the last']
+  config.loss.stream_lower_stages = 2
+  assert config_check.problems(config) == []
+  config.loss.stream_lower_weight = 0.0  # Off: the count does not matter.
+  config.loss.stream_lower_stages = 3
+  assert config_check.problems(config) == []

@@ -100,6 +100,51 @@ def test_color_consistency_term_adds_to_the_g_loss():
                              rtol=1e-4)
 
 
+def test_upsample_to_by_hand():
+  """2x bilinear (half-pixel centres): 3/4 of the nearest pixel, 1/4 of the next, edges held."""
+  x = np.random.default_rng(3).normal(size=(2, 4, 4, 3)).astype(np.float32)
+  padded = np.concatenate([x[:, :1], x, x[:, -1:]], axis=1)
+  rows = np.empty((2, 8, 4, 3), np.float32)
+  rows[:, 0::2] = 0.75 * x + 0.25 * padded[:, :-2]
+  rows[:, 1::2] = 0.75 * x + 0.25 * padded[:, 2:]
+  padded = np.concatenate([rows[:, :, :1], rows, rows[:, :, -1:]], axis=2)
+  want = np.empty((2, 8, 8, 3), np.float32)
+  want[:, :, 0::2] = 0.75 * rows + 0.25 * padded[:, :, :-2]
+  want[:, :, 1::2] = 0.75 * rows + 0.25 * padded[:, :, 2:]
+  np.testing.assert_allclose(gan_step.upsample_to(jnp.asarray(x), (2, 8, 8, 3)), want,
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_lower_stage_stream_terms_by_hand():
+  """STREAM on the lower stage's image (smoke: 16 px of 16 / 32): the logged CE is the
+  captioner's CE on the upsampled image, and g_loss grows by the weight times it."""
+  metrics = {}
+  for weight in (0.0, 5.0):
+    config, models, frozen, state = _setup(**{
+        'loss.stream_translate': 0.0, 'loss.stream_lower_weight': weight,
+        'loss.stream_lower_stages': 1})
+    batch = gan_fixtures.random_batch(config)
+    state = jax.device_get(state)  # The step donates its input.
+    step = gan_step.make_train_step(config, models, frozen)
+    metrics[weight] = jax.device_get(step(step.place_state(state), batch)[1])
+  assert not any(k.startswith('caption_ce/') for k in metrics[0.0])
+  ids, lengths = batch['caption_ids'], batch['caption_len']
+  targets = losses.caption_target_lengths(lengths, ids.shape[1], True)
+  images = _generated(config, models, frozen, state, batch)['images']
+  lower = []
+  for image in images[:-1]:
+    up = gan_step.upsample_to(image, images[-1].shape)
+    logits = models.captioner.apply(frozen.captioner, up, ids, targets)
+    lower.append(float(losses.caption_loss(logits, ids, targets)))
+    np.testing.assert_allclose(metrics[5.0][f'caption_ce/{image.shape[1]}px'], lower[-1],
+                               rtol=1e-4)
+  np.testing.assert_allclose(metrics[5.0]['g_loss'] - metrics[0.0]['g_loss'],
+                             5.0 * sum(lower), rtol=1e-4)
+  config.loss.stream_lower_stages = 2
+  with pytest.raises(ValueError, match=r'only 1 stage\(s\) below'):
+    gan_step.lower_stream_images(config, images)
+
+
 def _generated(config, models, frozen, state, batch):
   """G's outputs in the step from `state` on `batch` (the step's z and CA noise)."""
   ids, lengths = batch['caption_ids'], batch['caption_len']

@@ -351,6 +351,11 @@ def test_generator_loss_composition():
                                      kl_weight=2.0, color=0.75, color_weight=2.0)
   np.testing.assert_allclose(total, 6.0 + 20.0 * 0.5 + 2.0 * 0.25 + 2.0 * 0.75)
   np.testing.assert_allclose(aux['weighted_color'], 1.5)
+  total, aux = losses.generator_loss([1.0, 2.0, 3.0], 0.5, 0.25, stream_weight=20.0,
+                                     kl_weight=2.0, lower_caption_ce=[0.75, 1.25],
+                                     lower_stream_weight=4.0)
+  np.testing.assert_allclose(total, 6.0 + 20.0 * 0.5 + 2.0 * 0.25 + 4.0 * (0.75 + 1.25))
+  np.testing.assert_allclose(aux['weighted_lower_stream'], 8.0)
   with pytest.raises(ValueError, match='adv_losses'):
     losses.generator_loss([], 0.5, 0.25, 20.0, 1.0)
 

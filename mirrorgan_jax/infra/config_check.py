@@ -92,6 +92,8 @@ RULES: dict[str, Rule] = {
     'loss.d_translate': NON_NEGATIVE,
     'loss.stream_translate': NON_NEGATIVE,
     'loss.color_consistency': NON_NEGATIVE,
+    'loss.stream_lower_weight': NON_NEGATIVE,
+    'loss.stream_lower_stages': NON_NEGATIVE_INT,
     'loss.gamma1': POSITIVE,
     'loss.gamma2': POSITIVE,
     'loss.gamma3': POSITIVE,
@@ -173,6 +175,11 @@ def problems(config: ml_collections.ConfigDict, device_count: int = 1,
     found.append(f'model.generator.initial_channels = '
                  f'{config.model.generator.initial_channels}: must be 0 or >= ngf '
                  f'({config.model.generator.ngf})')
+  lower = config.loss.get('stream_lower_stages', 0)
+  if (config.loss.get('stream_lower_weight', 0) and _is_int(lower)
+      and lower > config.model.generator.num_stages - 1):
+    found.append(f'loss.stream_lower_stages = {lower}: G has only '
+                 f'{config.model.generator.num_stages - 1} stage(s) below the last')
   found += _backbone_problems(config)
   if config.damsm.get('swap_negatives') and config.data.name != 'captioned_shapes':
     found.append(f'damsm.swap_negatives = True: needs data.name = \'captioned_shapes\' '

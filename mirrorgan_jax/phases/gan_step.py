@@ -18,7 +18,8 @@ never donated, never checkpointed). Per step (reference §6 order):
 
 With `loss.d_translate` / `loss.stream_translate` (0 by default, as the paper),
 every D input and STREAM's input are randomly translated first
-(`random_translation`).
+(`random_translation`). With `loss.stream_lower_weight` (0 by default, as the
+paper), STREAM also redescribes lower stages' images, upsampled to the last size.
 
 Besides the losses, the metrics show whether the game is learning: D accuracy
 on real / fake / wrong-caption inputs per scale and the CA mean's rms against
@@ -160,6 +161,25 @@ def _d_scores(disc, variables, real, fake, sentence, wrong_sentence):
   return logits, stats
 
 
+def lower_stream_images(config: ml_collections.ConfigDict,
+                        images: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+  """The stages' images below the last that STREAM also redescribes, lowest first.
+
+  `loss.stream_lower_stages` of them, just below the last (none while
+  `loss.stream_lower_weight` is 0, as the paper: only the last image).
+  """
+  count = config.loss.stream_lower_stages if config.loss.stream_lower_weight else 0
+  if count > len(images) - 1:
+    raise ValueError(f'loss.stream_lower_stages={count}, but G has only '
+                     f'{len(images) - 1} stage(s) below the last')
+  return tuple(images[len(images) - 1 - count:-1])
+
+
+def upsample_to(image: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Bilinear upsampling of a lower stage's [B, h, w, 3] image to the last stage's shape."""
+  return jax.image.resize(image, shape, 'bilinear').astype(image.dtype)
+
+
 def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch):
   """One MirrorGAN step (see the module docstring); `axis_name` set under pmap."""
   g_cfg = config.model.generator
@@ -239,16 +259,25 @@ def _gan_step(config, models, axis_name, state: GanState, frozen: Frozen, batch)
         stats[name] = mutated['batch_stats']
         adv.append(losses.generator_adversarial_loss(uncond, cond))
       aux[f'g_adv/{name}'] = adv[-1]
-    with jax.named_scope('STREAM'):
-      seen = random_translation.translate(images[-1], offsets[3], stream_shift)
+    def stream_ce(image):
+      """The frozen captioner's token-mean cross-entropy of the caption on `image`."""
+      seen = random_translation.translate(image, offsets[3], stream_shift)
       logits = models.captioner.apply(frozen.captioner, seen, ids, targets, train=False)
-      caption_ce = losses.caption_loss(logits, ids, targets)
-      caption_ce = caption_ce * _token_mean_weight(targets, axis_name)
+      return (losses.caption_loss(logits, ids, targets)
+              * _token_mean_weight(targets, axis_name))
+
+    with jax.named_scope('STREAM'):
+      caption_ce = stream_ce(images[-1])
+    lower_ce = []
+    for image in lower_stream_images(config, images):
+      with jax.named_scope(f'STREAM_{image.shape[1]}px'):
+        lower_ce.append(stream_ce(upsample_to(image, images[-1].shape)))
+        aux[f'caption_ce/{image.shape[1]}px'] = lower_ce[-1]
     color_weight = config.loss.color_consistency
     total, g_aux = losses.generator_loss(
         adv, caption_ce, losses.kl_loss(mu, logvar), config.loss.stream_weight,
         config.loss.kl_weight, losses.color_consistency(images) if color_weight else None,
-        color_weight)
+        color_weight, lower_ce, config.loss.stream_lower_weight)
     aux.update({k: g_aux[k] for k in ('caption_ce', 'kl', 'color_consistency')
                 if k in g_aux})
     # How strongly the caption reaches G: CA mean against the CA noise's scale.

@@ -396,11 +396,14 @@ def generator_loss(
     kl_weight: float,
     color: jax.Array | None = None,
     color_weight: float = 0.0,
+    lower_caption_ce: Sequence[jax.Array] = (),
+    lower_stream_weight: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Total generator loss: paper Eq. 9 plus the reference's KL term.
 
   L_G = sum_i L_G_i + stream_weight * L_stream + kl_weight * KL
-        [+ color_weight * colour consistency, when `color` is given].
+        [+ color_weight * colour consistency, when `color` is given]
+        [+ lower_stream_weight * sum_j L_stream(lower stage j), when given].
 
   Args:
     adv_losses: per-stage adversarial losses L_G_i (scalars), e.g. from
@@ -411,11 +414,14 @@ def generator_loss(
     kl_weight: KL weight (ref 1; not in the paper).
     color: optional colour consistency of the stages (`color_consistency`).
     color_weight: its weight (not in the paper or the reference).
+    lower_caption_ce: STREAM losses of lower stages' (upsampled) images.
+    lower_stream_weight: their weight (not in the paper or the reference).
 
   Returns:
     (total, aux): the scalar loss; aux holds 'adv' (sum of the stage losses),
     'caption_ce', 'kl', and the weighted terms 'weighted_stream', 'weighted_kl';
-    with `color`, also 'color_consistency' and 'weighted_color'.
+    with `color`, also 'color_consistency' and 'weighted_color'; with
+    `lower_caption_ce`, also 'weighted_lower_stream'.
   """
   if not adv_losses:
     raise ValueError('adv_losses is empty; pass one adversarial loss per stage')
@@ -431,4 +437,8 @@ def generator_loss(
     aux['color_consistency'] = jnp.asarray(color, jnp.float32)
     aux['weighted_color'] = color_weight * aux['color_consistency']
     total = total + aux['weighted_color']
+  if lower_caption_ce:
+    aux['weighted_lower_stream'] = lower_stream_weight * sum(
+        jnp.asarray(x, jnp.float32) for x in lower_caption_ce)
+    total = total + aux['weighted_lower_stream']
   return total, aux

@@ -31,7 +31,8 @@ def _leaves_equal(a, b):
 
 def test_step_updates_g_d_ema_and_never_frozen():
   config, models, frozen, state = _setup()
-  config.optim.ema_warmup = False  # The reference's fixed decay.
+  config.optim.ema_warmup = False  # The reference's fixed decay, 0.999.
+  config.optim.ema_decay = 0.999
   before = jax.device_get(state)
   frozen_before = jax.device_get(frozen)
   step = gan_step.make_train_step(config, models, frozen)

@@ -88,19 +88,6 @@ def test_stream_gradient_reaches_generator():
   assert not _leaves_equal(grads[0.0], grads[20.0])
 
 
-def test_color_consistency_term_adds_to_the_g_loss():
-  """With weight w, g_loss grows by w x the logged colour consistency of the stages."""
-  g_loss = {}
-  for weight in (0.0, 3.0):
-    config, models, frozen, state = _setup(**{'loss.color_consistency': weight})
-    step = gan_step.make_train_step(config, models, frozen)
-    _, metrics = step(step.place_state(state), gan_fixtures.random_batch(config))
-    g_loss[weight] = float(metrics['g_loss'])
-  assert 'color_consistency' in metrics and float(metrics['color_consistency']) > 0
-  np.testing.assert_allclose(g_loss[3.0] - g_loss[0.0], 3.0 * float(metrics['color_consistency']),
-                             rtol=1e-4)
-
-
 def test_upsample_to_by_hand():
   """2x bilinear (half-pixel centres): 3/4 of the nearest pixel, 1/4 of the next, edges held."""
   x = np.random.default_rng(3).normal(size=(2, 4, 4, 3)).astype(np.float32)
@@ -116,31 +103,33 @@ def test_upsample_to_by_hand():
                              rtol=1e-5, atol=1e-6)
 
 
-def test_lower_stage_stream_terms_by_hand():
-  """STREAM on the lower stage's image (smoke: 16 px of 16 / 32): the logged CE is the
-  captioner's CE on the upsampled image, and g_loss grows by the weight times it."""
+def test_color_consistency_and_lower_stage_stream_terms_by_hand():
+  """The optional G terms: with weights 3 (colour consistency) and 5 (STREAM on the
+  smoke config's 16 px image of 16 / 32), g_loss grows by 3 x the logged colour
+  consistency + 5 x the logged lower-stage CE, which is the captioner's CE on the
+  upsampled 16 px image."""
   metrics = {}
-  for weight in (0.0, 5.0):
+  for color, lower in ((0.0, 0.0), (3.0, 5.0)):
     config, models, frozen, state = _setup(**{
-        'loss.stream_translate': 0.0, 'loss.stream_lower_weight': weight,
-        'loss.stream_lower_stages': 1})
+        'loss.stream_translate': 0.0, 'loss.color_consistency': color,
+        'loss.stream_lower_weight': lower, 'loss.stream_lower_stages': 1})
     batch = gan_fixtures.random_batch(config)
     state = jax.device_get(state)  # The step donates its input.
     step = gan_step.make_train_step(config, models, frozen)
-    metrics[weight] = jax.device_get(step(step.place_state(state), batch)[1])
-  assert not any(k.startswith('caption_ce/') for k in metrics[0.0])
+    metrics[color] = jax.device_get(step(step.place_state(state), batch)[1])
+  assert not any(k.startswith('caption_ce/') or k == 'color_consistency'
+                 for k in metrics[0.0])
   ids, lengths = batch['caption_ids'], batch['caption_len']
   targets = losses.caption_target_lengths(lengths, ids.shape[1], True)
   images = _generated(config, models, frozen, state, batch)['images']
-  lower = []
-  for image in images[:-1]:
-    up = gan_step.upsample_to(image, images[-1].shape)
-    logits = models.captioner.apply(frozen.captioner, up, ids, targets)
-    lower.append(float(losses.caption_loss(logits, ids, targets)))
-    np.testing.assert_allclose(metrics[5.0][f'caption_ce/{image.shape[1]}px'], lower[-1],
-                               rtol=1e-4)
-  np.testing.assert_allclose(metrics[5.0]['g_loss'] - metrics[0.0]['g_loss'],
-                             5.0 * sum(lower), rtol=1e-4)
+  up = gan_step.upsample_to(images[0], images[-1].shape)
+  logits = models.captioner.apply(frozen.captioner, up, ids, targets)
+  lower_ce = float(losses.caption_loss(logits, ids, targets))
+  np.testing.assert_allclose(metrics[3.0]['caption_ce/16px'], lower_ce, rtol=1e-4)
+  assert float(metrics[3.0]['color_consistency']) > 0
+  np.testing.assert_allclose(
+      metrics[3.0]['g_loss'] - metrics[0.0]['g_loss'],
+      3.0 * float(metrics[3.0]['color_consistency']) + 5.0 * lower_ce, rtol=1e-4)
   config.loss.stream_lower_stages = 2
   with pytest.raises(ValueError, match=r'only 1 stage\(s\) below'):
     gan_step.lower_stream_images(config, images)

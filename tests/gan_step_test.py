@@ -61,6 +61,8 @@ def test_step_updates_g_d_ema_and_never_frozen(default_step):
   for name in ('g_params', 'd_params', 'g_batch_stats', 'd_batch_stats'):
     assert not _leaves_equal(getattr(before, name), getattr(after, name)), name
   # The second update's EMA decay is min(ema_decay, 3/12) (warmup; see below).
+  assert default_step.config.optim.ema_warmup
+  assert default_step.config.optim.ema_decay >= 3 / 12
   for e1, p2, e2 in zip(jax.tree.leaves(default_step.new.ema_g_params),
                         jax.tree.leaves(after.g_params), jax.tree.leaves(after.ema_g_params)):
     np.testing.assert_allclose(e2, 3 / 12 * e1 + 9 / 12 * p2, rtol=1e-5, atol=1e-7)

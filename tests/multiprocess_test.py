@@ -3,8 +3,8 @@
 - The GAN phase, run as 2 processes x 2 CPU devices, equals the 1 process x 4
   devices run: losses at every logged step and every leaf of the final checkpoint
   (`compare_runs`), although the 2-process job is killed and restarted on the way
-  (in `make test-slow` also preempted (SIGTERM) and restarted). Both start from copies of the session smoke
-  run's frozen networks. (Against the smoke run's own 1-device GAN they differ by
+  (in `make test-slow` also preempted (SIGTERM) and restarted). Both start from
+  copies of the session smoke run's frozen networks. (Against the smoke run's own 1-device GAN they differ by
   ~1e-2 after 12 steps: another device count sums in another order, and Adam turns
   the float noise of gradients that are ~0 in theory into full steps, which a GAN
   amplifies.) Every phase and the evaluation, under jit and pmap:
@@ -67,6 +67,11 @@ def _last_line(workdir, index: int) -> str:
   return open(f'{workdir}.{index}.log').read().strip().splitlines()[-1]
 
 
+def _newest_checkpoint(checkpoints: str) -> int:
+  """The highest step saved under `checkpoints`."""
+  return max(int(step) for step in os.listdir(checkpoints) if step.isdigit())
+
+
 # CI kills and restarts; the preemption round adds a third start (~1 minute of
 # compiling on 2 cores), so it runs in `make test-slow` (runner_test checks SIGTERM
 # saves in one process).
@@ -111,7 +116,7 @@ def test_two_processes_survive_kill_and_preemption_and_equal_one_process(
   error = _last_line(many, 0)
   assert error.startswith('error: process '), error
   assert 'restart every process with the same command' in error.lower(), error
-  saved = max(int(step) for step in os.listdir(checkpoints) if step.isdigit())
+  saved = _newest_checkpoint(checkpoints)
 
   if preempt:
     procs = job()
@@ -120,7 +125,7 @@ def test_two_processes_survive_kill_and_preemption_and_equal_one_process(
     for p in procs:
       p.send_signal(signal.SIGTERM)
     assert [p.wait(timeout=_TIMEOUT_S) for p in procs] == [143, 143], _last_line(many, 0)
-    saved = max(int(step) for step in os.listdir(checkpoints) if step.isdigit())
+    saved = _newest_checkpoint(checkpoints)
     assert saved < 12, saved  # Stopped early, at a step both saved.
 
   procs = job()

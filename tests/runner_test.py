@@ -34,6 +34,37 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert step == 4 and np.all(np.isfinite(state['w']))
 
 
+def test_next_step_is_queued_before_the_last_steps_metrics_are_read(tmp_path):
+  """Step n's metrics are read after step n + 1 is dispatched, so reading them does
+  not stall the host; at log steps and before saves they are read at once."""
+  events = []
+
+  class Recorded:  # A device scalar that records when the loop reads it.
+
+    def __init__(self, step):
+      self.step = step
+
+    def __array__(self, dtype=None, copy=None):
+      del copy
+      events.append(f'read {self.step}')
+      return np.asarray(1.0, dtype)
+
+  def train_step(state, batch):
+    del batch
+    n = int(state['step']) + 1
+    events.append(f'run {n}')
+    return {'step': jnp.array(n)}, {'loss': Recorded(n)}
+
+  runner.run(runner.Phase(
+      name='toy', num_steps=7, init_state=lambda: {'step': jnp.array(0)},
+      train_step=train_step, batches=lambda start: iter(int, 1), log_every=3,
+      checkpoint_every=5), tmp_path)
+  assert events == ['run 1', 'run 2', 'read 1', 'run 3', 'read 2', 'read 3',  # log
+                    'run 4', 'run 5', 'read 4', 'read 5',  # save
+                    'run 6', 'read 6',  # log
+                    'run 7', 'read 7']  # the last step: log and save
+
+
 def test_profiler_writes_a_trace(tmp_path):
   runner.run(toy_phase.make_phase(4, profile_steps=(2, 3)), tmp_path)
   assert list((tmp_path / 'toy' / 'profile').rglob('*.xplane.pb'))

@@ -88,6 +88,41 @@ def check_finite(metrics: dict[str, float], step: int, phase: str) -> None:
         'checkpoint is kept. Lower the learning rate or check the inputs.')
 
 
+class _MetricsWindow:
+  """Step metrics, fetched and checked for NaN/Inf one step late, and their means.
+
+  A step's metrics are fetched when the next step has been dispatched, so the host
+  reads the next batch and queues the next step while the devices still run this
+  one (fetching at once would wait for every step before reading the next batch).
+  """
+
+  def __init__(self, phase: str):
+    self.phase = phase
+    self.pending = None  # (step, device metrics) of the newest step.
+    self.window: list[dict[str, float]] = []
+
+  def add(self, step: int, metrics: Metrics) -> None:
+    """Settles the previous step's metrics and holds this step's."""
+    self.settle()
+    self.pending = (step, metrics)
+
+  def settle(self) -> None:
+    """Fetches the held metrics; raises `NonFiniteLossError` on a NaN/Inf."""
+    if self.pending is not None:
+      step, metrics = self.pending
+      self.pending = None
+      values = host_metrics(metrics)
+      check_finite(values, step, self.phase)
+      self.window.append(values)
+
+  def pop_means(self) -> dict[str, float]:
+    """The means of every step's metrics since the last call."""
+    self.settle()
+    means = {k: float(np.mean([m[k] for m in self.window])) for k in self.window[0]}
+    self.window = []
+    return means
+
+
 def create_writer(logdir: epath.Path) -> metric_writers.MetricWriter:
   """TensorBoard + console writer; only process 0 writes files."""
   return metric_writers.create_default_writer(
@@ -148,8 +183,7 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
   profiler = _Profiler(tuple(phase.profile_steps), logdir / 'profile')
   preemption = checkpointing.PreemptionFlag()
   batches = phase.batches(start)
-  pending = None  # Metrics of the previous step, checked one step late.
-  window: list[dict[str, float]] = []
+  metrics_window = _MetricsWindow(phase.name)
   t0 = last_line = time.time()
   last_line_step = start
   try:
@@ -157,29 +191,21 @@ def run(phase: Phase, workdir: epath.Path | str) -> State:
       profiler.before(step)
       with jax.profiler.StepTraceAnnotation(phase.name, step_num=step):
         state, metrics = phase.train_step(state, next(batches))
-      if pending is not None:  # Fetching last step's metrics keeps one step in flight.
-        check_finite(pending[1], pending[0], phase.name)
-        window.append(pending[1])
-      pending = (step, host_metrics(metrics))
+      metrics_window.add(step, metrics)
       profiler.after(step, state)
       progress(step)
       last = step == phase.num_steps
       stop = preemption.stop_after(step)
       if step % phase.log_every == 0 or last or stop:
-        check_finite(pending[1], step, phase.name)
-        window.append(pending[1])
-        pending = None
-        means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        means = metrics_window.pop_means()
         writer.write_scalars(step, {f'train/{k}': v for k, v in means.items()})
-        window = []
         now = time.time()
         console.say(console.progress_line(
             phase.name, step, phase.num_steps,
             (step - last_line_step) / max(now - last_line, 1e-9), means))
         last_line, last_line_step = now, step
       if step % phase.checkpoint_every == 0 or last or stop:
-        if pending is not None:
-          check_finite(pending[1], step, phase.name)
+        metrics_window.settle()  # Never save a state whose step gave NaN.
         with progress.timed('checkpoint'):
           ckpt.save(step, phase.to_checkpoint(state), {'phase': phase.name, 'step': step})
       if phase.evaluate is not None and (

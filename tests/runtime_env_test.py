@@ -33,6 +33,7 @@ def test_sets_defaults_in_an_empty_environment():
   env = {'XDG_CACHE_HOME': '/cache'}
   runtime_env.set_defaults(env)
   assert env == {'XDG_CACHE_HOME': '/cache', 'TF_CPP_MIN_LOG_LEVEL': '2',
+                 'OPENBLAS_NUM_THREADS': '1',
                  'JAX_COMPILATION_CACHE_DIR': '/cache/mirrorgan_jax/xla',
                  'JAX_COMPILATION_CACHE_MAX_SIZE': str(2 * 2**30),
                  'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type='}
@@ -40,12 +41,14 @@ def test_sets_defaults_in_an_empty_environment():
 
 def test_keeps_the_users_flags_and_values():
   env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
-         'TF_CPP_MIN_LOG_LEVEL': '0', 'JAX_COMPILATION_CACHE_DIR': ''}
+         'TF_CPP_MIN_LOG_LEVEL': '0', 'JAX_COMPILATION_CACHE_DIR': '',
+         'OPENBLAS_NUM_THREADS': '2'}
   runtime_env.set_defaults(env)
   assert env['JAX_COMPILATION_CACHE_DIR'] == ''  # Turned off by the user.
   assert env['XLA_FLAGS'].split() == ['--xla_force_host_platform_device_count=8',
                                       '--xla_cpu_experimental_ynn_fusion_type=']
   assert env['TF_CPP_MIN_LOG_LEVEL'] == '0'
+  assert env['OPENBLAS_NUM_THREADS'] == '2'
   own = {'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type=individual_dot'}
   runtime_env.set_defaults(own)
   assert own['XLA_FLAGS'] == '--xla_cpu_experimental_ynn_fusion_type=individual_dot'

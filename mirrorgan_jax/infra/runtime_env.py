@@ -1,4 +1,4 @@
-"""Process environment set before TensorFlow and JAX start (main, sample and benchmark).
+"""Process environment set before TensorFlow, NumPy and JAX start (main, sample, benchmark).
 
 - TensorFlow's C++ INFO/WARNING lines are off (`TF_CPP_MIN_LOG_LEVEL=2`): it only
   reads data here.
@@ -8,6 +8,11 @@
   GAN step 0.38-0.66 s -> 0.31-0.39 s, the DAMSM step 0.191 -> 0.137 s. YNNPACK ran
   the weight gradients of the GAN's small-channel 3x3 convolutions at 5-20 GFLOP/s
   (the Eigen kernels: 40-80). The flag only concerns the CPU backend.
+- OpenBLAS, whose LAPACK jaxlib calls for QR (the orthogonal initialisers) and
+  Cholesky, runs on one thread (`OPENBLAS_NUM_THREADS=1`): called from inside XLA's
+  thread pool, its own threads fought XLA's for the cores. On 2 loaded cores a
+  [576, 64] QR took 25-540 ms with OpenBLAS's threads and under 1 ms without, a
+  [16384, 200] one 0.8-2.4 s against 0.23 s (BENCHMARKS.md, section (j)).
 - JAX's persistent compilation cache is on, in `$XDG_CACHE_HOME/mirrorgan_jax/xla`
   (default `~/.cache/...`, at most 2 GiB, least recently used entries dropped): a
   second run of a config, or another arm of an ablation, loads its compiled steps
@@ -32,12 +37,13 @@ def compilation_cache_dir(environ: MutableMapping[str, str] = os.environ) -> str
 
 
 def set_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
-  """Sets the defaults above in `environ` (call before TensorFlow/JAX initialise).
+  """Sets the defaults above in `environ` (call before TensorFlow/NumPy/JAX load).
 
   Args:
     environ: the environment to edit (the process's by default).
   """
   environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  environ.setdefault('OPENBLAS_NUM_THREADS', '1')
   environ.setdefault('JAX_COMPILATION_CACHE_DIR', compilation_cache_dir(environ))
   environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(CACHE_MAX_BYTES))
   if environ.get('MIRRORGAN_XLA_DEFAULTS', '1') == '0':

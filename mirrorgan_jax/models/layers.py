@@ -13,13 +13,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mirrorgan_jax.models import orthogonal_init
+
 Initializer = Callable[..., jax.Array]
 Dtype = Any
 
 # PyTorch's `orthogonal_` flattens a conv weight to [out, in*kh*kw]; Flax
 # flattens [kh, kw, in, out] to [kh*kw*in, out]. Both draw a (semi-)orthogonal
 # matrix of the same size, so the distributions agree up to a row permutation.
-KERNEL_INIT = nn.initializers.orthogonal()
+# `orthogonal_init.orthogonal` is `nn.initializers.orthogonal()`, fast for the
+# paper configs' large kernels.
+KERNEL_INIT = orthogonal_init.orthogonal
 
 
 def bn_scale_init(key: jax.Array, shape: tuple[int, ...],

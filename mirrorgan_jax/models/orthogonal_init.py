@@ -4,12 +4,12 @@
 flattened kernel, the long side first) and keeps the Q of its Householder QR, signs
 fixed so that R has a positive diagonal. On CPU that QR is slow for the paper
 configs' largest discriminator kernels: D256's [4, 4, 1024, 2048] kernel at the CUB
-widths is a [16384, 2048] QR, 137 GFLOP, 27-36 s on 2 cores, most of the ~100 s the
-CUB GAN state took to initialise.
+widths is a [16384, 2048] QR, 137 GFLOP, 27-36 s on 2 loaded cores (BENCHMARKS.md,
+section (j)).
 
 `orthogonal` returns the same matrix, up to float32 rounding, from a Cholesky QR:
 R = chol(ZᵀZ)ᵀ, Q = Z R⁻¹, a Gram matrix, a Cholesky factorisation and a triangular
-solve (the [16384, 2048] case: 4 s on the same loaded cores; the two Qs differ by
+solve (the [16384, 2048] case: 5-6 s on the same loaded cores; the two Qs differ by
 at most 1.1e-7, and QᵀQ is the identity to 6e-7). Both factorisations give the
 unique Q whose R has a positive diagonal, so only the rounding differs. Cholesky
 squares Z's condition number, so it is used only where Z is tall (at least 4x as

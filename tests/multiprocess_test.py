@@ -4,11 +4,12 @@
   devices run: losses at every logged step and every leaf of the final checkpoint
   (`compare_runs`), although the 2-process job is killed and restarted on the way
   (in `make test-slow` also preempted (SIGTERM) and restarted). Both start from
-  copies of the session smoke run's frozen networks. (Against the smoke run's own 1-device GAN they differ by
-  ~1e-2 after 12 steps: another device count sums in another order, and Adam turns
-  the float noise of gradients that are ~0 in theory into full steps, which a GAN
-  amplifies.) Every phase and the evaluation, under jit and pmap:
-  `launch/local_multiprocess.sh` (the slow test below; ~6 minutes per mode on 2 cores).
+  copies of the session smoke run's frozen networks. (Against the smoke run's own
+  1-device GAN they differ by ~1e-2 after 12 steps: another device count sums in
+  another order, and Adam turns the float noise of gradients that are ~0 in theory
+  into full steps, which a GAN amplifies.) Every phase and the evaluation, under jit
+  and pmap: `launch/local_multiprocess.sh` (the slow test below; ~6 minutes per mode
+  on 2 cores).
 - Joining fails fast and clearly: no coordinator, a wrong process count, processes
   started with different configs.
 - `compare_runs` itself finds a difference when there is one.

@@ -1,4 +1,4 @@
-"""`orthogonal_init.orthogonal` against `jax.nn.initializers.orthogonal` (Householder QR)."""
+"""`orthogonal_init.orthogonal` against `jax.nn.initializers.orthogonal` (Householder)."""
 
 import functools
 import math
